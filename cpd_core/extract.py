@@ -1,0 +1,42 @@
+"""Batched extraction: structures -> per-structure invariant vectors per (layer, L, pooling, invariant).
+
+`extract_invariants` runs an adapter over batches with a progress callback and pools each batch as it comes,
+so memory stays bounded. `cpd_core.cache.cached_invariants` wraps it with the on-disk cache.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import ase
+import numpy as np
+
+from cpd_core.invariants import pool_invariants
+from cpd_core.models.base import ModelAdapter
+
+Progress = Callable[[int, int], None]  # (structures done, total)
+
+
+def extract_invariants(adapter: ModelAdapter, atoms_list: Sequence[ase.Atoms], batch_size: int | None = None,
+                       progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """{feature_key: (n_structures, d) float32} for every layer of the adapter, rows in input order."""
+    atoms_list = list(atoms_list)
+    adapter.check_structures(atoms_list)
+    batch_size = batch_size or adapter.default_batch_size()
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(atoms_list), batch_size):
+        batch = atoms_list[start:start + batch_size]
+        per_atom = adapter.forward_batch(batch)
+        n_atoms = np.array([len(a) for a in batch])
+        for layer, irreps in adapter.info.layers.items():
+            for key, value in pool_invariants(per_atom[layer], irreps, n_atoms, layer).items():
+                parts.setdefault(key, []).append(value)
+        if progress is not None:
+            progress(min(start + batch_size, len(atoms_list)), len(atoms_list))
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def per_atom_features(adapter: ModelAdapter, atoms: ase.Atoms) -> dict[str, np.ndarray]:
+    """Per-atom layer states of one structure (for equivariance checks and the 3D viewer)."""
+    adapter.check_structures([atoms])
+    return adapter.forward_batch([atoms])

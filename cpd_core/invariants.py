@@ -1,0 +1,75 @@
+"""Per-structure, rotation-invariant vectors from per-atom equivariant features, one block per L.
+
+Irreps are split with e3nn (`Irreps.slices()`), never by hand-computed offsets. L=0 channels are pooled over
+atoms (mean or sum). Raw L>0 components are never averaged into a feature; two invariants are offered:
+
+- `atom_norm`:   norm of each channel per atom, then pooled (behaves like an extra L=0 channel);
+- `pooled_norm`: each channel's (2l+1)-vector pooled over atoms first, then its norm (a net, dipole-like
+                 quantity: rotating the structure rotates the pooled vector, its norm does not change).
+
+Atoms are given as a flat array with per-structure counts, so padding never enters a pool.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from e3nn import o3
+
+from cpd_core.errors import CPDInputError
+
+POOLINGS = ("mean", "sum")
+INVARIANTS = ("atom_norm", "pooled_norm")
+
+
+def feature_key(layer: str, l: int, pooling: str, invariant: str | None = None) -> str:
+    """Name of one per-structure array: `<layer>/L<l>/<pooling>` (+ `/<invariant>` for l > 0)."""
+    base = f"{layer}/L{l}/{pooling}"
+    return base if l == 0 else f"{base}/{invariant}"
+
+
+def split_by_l(features: np.ndarray, irreps: str) -> dict[int, np.ndarray]:
+    """Per-atom features (atoms, dim) -> {l: (atoms, mul_l, 2l+1)}, grouping every irrep of the same l."""
+    ir = o3.Irreps(irreps)
+    if features.shape[1] != ir.dim:
+        raise CPDInputError(f"Features have {features.shape[1]} columns but irreps {irreps} need {ir.dim}.")
+    blocks: dict[int, list[np.ndarray]] = {}
+    for (mul, irrep), sl in zip(ir, ir.slices()):
+        block = features[:, sl].reshape(len(features), mul, irrep.dim)
+        blocks.setdefault(irrep.l, []).append(block)
+    return {l: np.concatenate(parts, axis=1) for l, parts in sorted(blocks.items())}
+
+
+def _segment_pool(values: np.ndarray, n_atoms: np.ndarray, pooling: str) -> np.ndarray:
+    """Sum or mean over each structure's atoms; values (total_atoms, ...) -> (n_structures, ...)."""
+    if pooling not in POOLINGS:
+        raise CPDInputError(f"Unknown pooling '{pooling}'; choose one of {POOLINGS}.")
+    if (n_atoms <= 0).any():
+        raise CPDInputError("Cannot pool a structure with no atoms.")
+    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
+    pooled = np.add.reduceat(values.astype(np.float64), starts, axis=0)
+    if pooling == "mean":
+        pooled /= n_atoms.reshape((-1,) + (1,) * (values.ndim - 1))
+    return pooled
+
+
+def pool_invariants(features: np.ndarray, irreps: str, n_atoms: np.ndarray, layer: str) -> dict[str, np.ndarray]:
+    """Every pooling x invariant combination for one layer: {feature_key: (n_structures, mul_l)} float32."""
+    n_atoms = np.asarray(n_atoms, dtype=np.int64)
+    if features.shape[0] != n_atoms.sum():
+        raise CPDInputError(f"{features.shape[0]} atom rows but the structures hold {n_atoms.sum()} atoms.")
+    out: dict[str, np.ndarray] = {}
+    for l, block in split_by_l(np.asarray(features), irreps).items():
+        for pooling in POOLINGS:
+            if l == 0:
+                out[feature_key(layer, 0, pooling)] = _segment_pool(block[:, :, 0], n_atoms, pooling)
+                continue
+            atom_norms = np.linalg.norm(block.astype(np.float64), axis=2)
+            out[feature_key(layer, l, pooling, "atom_norm")] = _segment_pool(atom_norms, n_atoms, pooling)
+            pooled = _segment_pool(block, n_atoms, pooling)
+            out[feature_key(layer, l, pooling, "pooled_norm")] = np.linalg.norm(pooled, axis=2)
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def channels_of(irreps: str) -> list[int]:
+    """The L values present in an irreps string, sorted."""
+    return sorted({ir.l for _, ir in o3.Irreps(irreps)})

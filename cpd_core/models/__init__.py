@@ -1,0 +1,7 @@
+"""Model adapters: per-layer, per-irrep representations of trained atomistic models (see `base` and `registry`)."""
+
+from cpd_core.models.base import FAMILIES, ModelAdapter, ModelInfo
+from cpd_core.models.registry import describe_model, list_models, load_model, model_ids, offline_available
+
+__all__ = ["FAMILIES", "ModelAdapter", "ModelInfo", "describe_model", "list_models", "load_model", "model_ids",
+           "offline_available"]

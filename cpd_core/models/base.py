@@ -1,0 +1,102 @@
+"""The one interface every model adapter implements, and the metadata it reports.
+
+An adapter turns a batch of `ase.Atoms` into per-atom layer *states* (not increments), one array per layer,
+with the layer's irrep layout as an e3nn `Irreps` string. Pooling and invariants are model-independent and
+live in `cpd_core.invariants`; batching, progress and caching live in `cpd_core.extract`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ase
+import numpy as np
+
+from cpd_core.errors import CPDInputError
+
+FAMILIES = (
+    "tensor-product equivariant",   # MACE, SevenNet, SO3Net
+    "vector-scalar equivariant",    # ViSNet, PaiNN-like
+    "learned invariant",            # SchNet, CHGNet, ANI networks
+    "handcrafted descriptor",       # ANI AEV
+)
+
+
+@dataclass
+class ModelInfo:
+    """What a user needs to know about a model, available without running it.
+
+    layers: layer name -> e3nn Irreps string of that layer's per-atom features, in depth order
+    input:  'molecules', 'crystals' (needs a periodic cell) or 'any'
+    """
+
+    id: str
+    family: str
+    elements: tuple[str, ...]
+    cutoff: float
+    layers: dict[str, str]
+    weights_source: str
+    weights_hash: str = ""
+    description: str = ""
+    input: str = "any"
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["elements"] = list(self.elements)
+        return d
+
+
+class ModelAdapter(ABC):
+    """Load a trained model once, then map batches of structures to per-atom layer states."""
+
+    info: ModelInfo
+
+    @abstractmethod
+    def forward_batch(self, atoms_list: list[ase.Atoms]) -> dict[str, np.ndarray]:
+        """Per-atom features of a batch: layer name -> (total_atoms, Irreps(layer).dim) float array.
+
+        Atoms of all structures are concatenated in input order; no padding atoms. Runs under `torch.no_grad`
+        without force or stress heads.
+        """
+
+    def default_batch_size(self) -> int:
+        return 64
+
+    def check_structures(self, atoms_list: list[ase.Atoms]) -> None:
+        """Raise CPDInputError naming the problem for empty structures, unsupported elements, or a molecule
+        given to a crystal model."""
+        supported = set(self.info.elements)
+        for i, atoms in enumerate(atoms_list):
+            if len(atoms) == 0:
+                raise CPDInputError(f"Structure {i} has no atoms; remove it before extracting with {self.info.id}.")
+            bad = sorted(set(atoms.get_chemical_symbols()) - supported)
+            if bad:
+                raise CPDInputError(
+                    f"{self.info.id} does not support element(s) {', '.join(bad)} (structure {i}, "
+                    f"{atoms.get_chemical_formula()}); it supports {', '.join(self.info.elements)}. "
+                    "Choose another model or remove those structures."
+                )
+            if self.info.input == "crystals" and not atoms.pbc.any():
+                raise CPDInputError(
+                    f"{self.info.id} is a crystal model but structure {i} ({atoms.get_chemical_formula()}) has no "
+                    "periodic cell. Give it a cell with pbc=True, or choose a molecular model."
+                )
+
+
+def file_hash(*paths: Path) -> str:
+    """Short SHA-256 of one or more weight files (folders: every file inside, in sorted order)."""
+    h = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]

@@ -1,0 +1,25 @@
+"""One mechanism for finding pretrained weights: the local weights folder first, then the package's download.
+
+The local folder is `CPD_WEIGHTS_DIR` (default `../shared/weights`); converted weights live under
+`<cache>/weights`. Loaders call `local_weights(relative)`; when it returns None they fall back to the model
+package's own download path (which needs internet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cpd_core.paths import cache_dir, weights_dir
+
+
+def local_weights(relative: str) -> Path | None:
+    """`<weights dir>/<relative>` if it exists, else None."""
+    path = weights_dir() / relative
+    return path if path.exists() else None
+
+
+def converted_weights_dir(name: str) -> Path:
+    """A writable folder under the cache for weights converted from the local originals."""
+    path = cache_dir() / "weights" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,69 @@
+"""Shared checks that every model adapter must pass (used by each model's test module).
+
+Invariance: rotating, translating and permuting a structure leaves every pooled invariant vector unchanged.
+Equivariance: the L=1 (and higher) blocks of per-atom features rotate with e3nn's Wigner matrices.
+Batching: a batch gives the same vectors as one structure at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from e3nn import o3
+from scipy.spatial.transform import Rotation
+
+from cpd_core.extract import extract_invariants, per_atom_features
+
+
+def rotation_matrix(seed: int = 0) -> np.ndarray:
+    return Rotation.random(random_state=seed).as_matrix()
+
+
+def transformed_copies(atoms, seed: int = 0):
+    """(rotated, translated, permuted) copies; a periodic cell is rotated with the atoms."""
+    R = rotation_matrix(seed)
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ R.T
+    if atoms.pbc.any():
+        rotated.cell = atoms.cell[:] @ R.T
+    translated = atoms.copy()
+    translated.positions = atoms.positions + np.array([1.7, -2.3, 0.9])
+    perm = np.random.default_rng(seed).permutation(len(atoms))
+    permuted = atoms[perm]
+    return rotated, translated, permuted
+
+
+def assert_close_arrays(a: dict, b: dict, rtol: float, atol: float, what: str):
+    assert a.keys() == b.keys()
+    for key in a:
+        scale = max(float(np.abs(a[key]).max()), 1.0)
+        np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol * scale, err_msg=f"{what}: {key}")
+
+
+def check_invariance(adapter, atoms, rtol=1e-3, atol=1e-4, seed=0):
+    reference = extract_invariants(adapter, [atoms])
+    for name, copy in zip(("rotation", "translation", "permutation"), transformed_copies(atoms, seed)):
+        assert_close_arrays(reference, extract_invariants(adapter, [copy]), rtol, atol, name)
+    return reference
+
+
+def check_equivariance(adapter, atoms, layer: str, atol=1e-3, seed=1):
+    """Per-atom features of the rotated structure equal D(R) applied to the original's, for every irrep."""
+    R = rotation_matrix(seed)
+    rotated = atoms.copy()
+    rotated.positions = atoms.positions @ R.T
+    if atoms.pbc.any():
+        rotated.cell = atoms.cell[:] @ R.T
+    irreps = o3.Irreps(adapter.info.layers[layer])
+    D = irreps.D_from_matrix(torch.tensor(R, dtype=torch.float64)).numpy()
+    f = per_atom_features(adapter, atoms)[layer].astype(np.float64)
+    f_rot = per_atom_features(adapter, rotated)[layer].astype(np.float64)
+    scale = max(np.abs(f).max(), 1.0)
+    np.testing.assert_allclose(f_rot, f @ D.T, atol=atol * scale, err_msg=f"{adapter.info.id} {layer}")
+
+
+def check_batched_matches_single(adapter, atoms_list, rtol=1e-3, atol=1e-4):
+    batched = extract_invariants(adapter, atoms_list, batch_size=len(atoms_list))
+    single = [extract_invariants(adapter, [a], batch_size=1) for a in atoms_list]
+    stacked = {k: np.concatenate([s[k] for s in single]) for k in batched}
+    assert_close_arrays(batched, stacked, rtol, atol, "batched vs single")
