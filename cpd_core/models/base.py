@@ -67,6 +67,12 @@ class ModelAdapter(ABC):
     def default_batch_size(self) -> int:
         return 64
 
+    def ase_calculator(self):
+        """The model package's own ASE calculator (energy and forces, one structure at a time), or None.
+
+        Used only by `benchmarks/` as the baseline that most scripts use."""
+        return None
+
     def check_structures(self, atoms_list: list[ase.Atoms]) -> None:
         """Raise CPDInputError naming the problem for empty structures, unsupported elements, or a molecule
         given to a crystal model."""
