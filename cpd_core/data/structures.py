@@ -158,11 +158,15 @@ class StructureSet:
         rows = []
         for i, atoms in enumerate(atoms_list):
             row = {"id": ids[i] if ids is not None else str(atoms.info.get("id", atoms.info.get("mp_id", i)))}
-            for key, value in atoms.info.items():
+            # ASE moves energy-like properties of extxyz/db files into a single-point calculator
+            results = dict(atoms.calc.results) if atoms.calc is not None else {}
+            for key, value in {**results, **atoms.info}.items():
                 if key in ("id",):
                     continue
                 if isinstance(value, (bool, np.bool_)):
                     continue
+                if isinstance(value, np.ndarray) and value.ndim == 0:
+                    value = value.item()
                 if isinstance(value, (int, float, np.integer, np.floating)):
                     row[key] = float(value)
                 elif isinstance(value, str):

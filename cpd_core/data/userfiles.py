@@ -35,6 +35,19 @@ def _guess_format(name: str, text_head: bytes | None) -> str | None:
     return None
 
 
+def _read_db(path: Path) -> list:
+    """Rows of an ASE database, with their key-value pairs in `atoms.info` (ase.io.read drops them)."""
+    import ase.db
+
+    frames = []
+    for row in ase.db.connect(str(path)).select():
+        atoms = row.toatoms()
+        atoms.info.update(row.key_value_pairs)
+        atoms.info.setdefault("id", str(row.id))
+        frames.append(atoms)
+    return frames
+
+
 def read_atoms(path: str | Path, format: str | None = None) -> list:
     """All frames of a structure file as `ase.Atoms`, in file order; clear errors for missing or bad files."""
     path = Path(path)
@@ -55,7 +68,7 @@ def read_atoms(path: str | Path, format: str | None = None) -> list:
             frames = ase.io.read(io.StringIO(data.decode()), index=":", format=fmt)
         else:
             fmt = format or _guess_format(path.name, None) or filetype(str(path), guess=True)
-            frames = ase.io.read(str(path), index=":", format=fmt)
+            frames = _read_db(path) if fmt == "db" else ase.io.read(str(path), index=":", format=fmt)
     except CPDInputError:
         raise
     except Exception as exc:  # ASE raises many different types for malformed files

@@ -47,6 +47,8 @@ def model_ids() -> list[str]:
 
 
 def _module_for(model_id: str):
+    if model_id.startswith("mace-file:"):  # any MACE .model file the user names explicitly
+        return importlib.import_module("cpd_core.models.mace")
     table = _modules()
     if model_id not in table:
         raise CPDInputError(f"Unknown model '{model_id}'. Known models: {', '.join(table)}.")

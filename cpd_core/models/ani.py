@@ -1,0 +1,309 @@
+"""ANI-2x adapters (torchani 2.9): the AEV descriptor, and the hidden layers of the element networks.
+
+- `ani2x-aev`: the atomic environment vector of `torchani.AEVComputer.like_2x()` (fixed ANI-2x hyperparameters,
+  no weights): 1008 = 7 x 16 radial + 28 x 32 angular invariants per atom.
+- `ani2x-nets`: the post-activation hidden layers `hidden_1..3` of the ANI-2x element networks, averaged over the
+  8 ensemble members. The networks of different elements have different widths (e.g. H 256-192-160, C
+  224-192-160, S/F/Cl 160-128-96), so each layer is laid out in element blocks (H, C, N, O, S, F, Cl, in that
+  order); an atom fills only its own element's block and the rest of its row is zero. This keeps every column one
+  neuron of one element network.
+
+Weights for `ani2x-nets`: the original NeuroChem files in the local weights folder
+(`torchani/Neurochem/ani-2x_8x.info` and `ani-2x_8x/`) are converted once into a torchani state dict under the
+project cache (`converted_weights_dir('torchani')/StateDicts/ani2x_state_dict.pt`); `torchani.models.ANI2x()`
+then loads it with `TORCHANI_DATA_DIR` pointing there. Without local files, `ANI2x()` uses torchani's own
+cache and download.
+
+Batches are padded with species -1 for torchani; padding atoms are dropped (masked) before anything is returned.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+import ase
+import numpy as np
+
+from cpd_core.errors import CPDInputError
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.weights import converted_weights_dir, local_weights
+
+AEV_ID = "ani2x-aev"
+NETS_ID = "ani2x-nets"
+MODEL_IDS = (AEV_ID, NETS_ID)
+ELEMENTS = ("H", "C", "N", "O", "S", "F", "Cl")  # torchani's ANI-2x order (SYMBOLS_2X)
+AEV_DIM = 1008
+CUTOFF = 5.1
+# hidden widths of the ANI-2x element networks, per element in ELEMENTS order
+HIDDEN_WIDTHS = {
+    "H": (256, 192, 160), "C": (224, 192, 160), "N": (192, 160, 128), "O": (192, 160, 128),
+    "S": (160, 128, 96), "F": (160, 128, 96), "Cl": (160, 128, 96),
+}
+NEUROCHEM_INFO = "torchani/Neurochem/ani-2x_8x.info"
+STATE_DICT = "ani2x_state_dict.pt"
+ENSEMBLE_SIZE = 8
+
+
+def _hidden_layers(widths: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    n_layers = len(next(iter(widths.values())))
+    return {f"hidden_{k + 1}": f"{sum(w[k] for w in widths.values())}x0e" for k in range(n_layers)}
+
+
+@lru_cache(maxsize=None)
+def _hash(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> str:
+    return file_hash(*map(Path, paths))
+
+
+def _neurochem_files() -> tuple[Path, Path] | None:
+    info = local_weights(NEUROCHEM_INFO)
+    if info is None:
+        return None
+    folder = info.with_suffix("")  # ani-2x_8x.info -> ani-2x_8x/
+    return (info, folder) if folder.is_dir() else None
+
+
+def _nets_hash() -> str:
+    files = _neurochem_files()
+    if files is None:
+        return ""
+    return _hash(tuple(map(str, files)), tuple(p.stat().st_mtime for p in files))
+
+
+def _torchani_data_file() -> Path:
+    """Where torchani's own loader keeps the ANI-2x state dict (without creating folders)."""
+    env = os.getenv("TORCHANI_DATA_DIR")
+    root = Path(env) if env else Path.home() / ".local" / "share" / "Torchani"
+    return root / "StateDicts" / STATE_DICT
+
+
+def describe(model_id: str) -> ModelInfo:
+    if model_id == AEV_ID:
+        return ModelInfo(
+            id=AEV_ID, family="handcrafted descriptor", elements=ELEMENTS, cutoff=CUTOFF,
+            layers={"aev": f"{AEV_DIM}x0e"},
+            weights_source="none: torchani.AEVComputer.like_2x() (ANI-2x hyperparameters)",
+            description="ANI-2x atomic environment vectors: 7 x 16 radial (cutoff 5.1 A) + 28 x 32 angular "
+                        "(cutoff 3.5 A) features per atom.",
+            input="any",
+            notes="Columns of elements absent from a data set (e.g. S, Cl in QM9) are always zero.",
+        )
+    if model_id == NETS_ID:
+        files = _neurochem_files()
+        return ModelInfo(
+            id=NETS_ID, family="learned invariant", elements=ELEMENTS, cutoff=CUTOFF,
+            layers=_hidden_layers(HIDDEN_WIDTHS),
+            weights_source=(f"{files[0]} (NeuroChem, converted to a torchani state dict)" if files
+                            else "torchani.models.ANI2x() download"),
+            weights_hash=_nets_hash(),
+            description="Hidden layers of the ANI-2x element networks (torchani 2.9, wB97X/6-31G(d)).",
+            input="molecules",
+            notes="hidden_<k> is the activation (CELU) after hidden layer k of each element's network, AVERAGED "
+                  "over the 8 ensemble members (neuron k of different members is not the same neuron, so the "
+                  "average is a fixed linear mix of the members' features). Columns are element blocks in the "
+                  "order H, C, N, O, S, F, Cl (H 256/192/160, C 224/192/160, N and O 192/160/128, S, F, Cl "
+                  "160/128/96 wide); an atom fills only its own element's block.",
+        )
+    raise CPDInputError(f"Unknown ANI model '{model_id}'. Known: {', '.join(MODEL_IDS)}.")
+
+
+def offline_available(model_id: str) -> bool:
+    if model_id == AEV_ID:
+        return True
+    if model_id == NETS_ID:
+        return _neurochem_files() is not None or _torchani_data_file().is_file()
+    raise CPDInputError(f"Unknown ANI model '{model_id}'. Known: {', '.join(MODEL_IDS)}.")
+
+
+@contextmanager
+def _env(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _import_torchani():
+    os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")  # no CUDA extensions here; silence the warning
+    import torchani
+
+    return torchani
+
+
+def convert_neurochem(info_file: Path, target: Path) -> Path:
+    """Write the ANI-2x ensemble read from NeuroChem files as a torchani 2.9 state dict (atomic, locked)."""
+    import torch
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if target.is_file():
+            return target
+        _import_torchani()
+        from torchani import neurochem
+        from torchani.arch import ANI
+
+        folder = info_file.with_suffix("")
+        lines = [line.strip() for line in info_file.read_text().splitlines() if line.strip()][:4]
+        const, sae, prefix, size = lines
+        base = info_file.parent
+        info = neurochem.NeurochemInfo(sae=base / sae, const=base / const, ensemble_prefix=base / prefix,
+                                       ensemble_size=int(size))
+        if not folder.is_dir():
+            raise CPDInputError(f"NeuroChem folder {folder} is missing.")
+        aev, nets, self_energies, symbols = neurochem.modules_from_info(info)
+        model = ANI(symbols, aev, nets, self_energies)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def load_ani2x():
+    """`torchani.models.ANI2x()`, from the local NeuroChem files when present (converted once), else torchani's
+    own cache or download."""
+    torchani = _import_torchani()
+    files = _neurochem_files()
+    if files is None:
+        try:
+            return torchani.models.ANI2x()
+        except Exception as exc:
+            raise CPDInputError(f"ANI-2x weights are not in the local weights folder ({NEUROCHEM_INFO}) and "
+                                f"torchani could not download them: {exc}") from exc
+    root = converted_weights_dir("torchani")
+    convert_neurochem(files[0], root / "StateDicts" / STATE_DICT)
+    with _env("TORCHANI_DATA_DIR", str(root)), _env("HF_HUB_OFFLINE", "1"):
+        return torchani.models.ANI2x()
+
+
+def load(model_id: str) -> "ANIAdapter":
+    info = describe(model_id)
+    torchani = _import_torchani()
+    if model_id == AEV_ID:
+        return ANIAdapter(info, aev_computer=torchani.AEVComputer.like_2x(), symbols=ELEMENTS)
+    model = load_ani2x()
+    return ANIAdapter(info, aev_computer=model.aev_computer, symbols=tuple(model.symbols), model=model)
+
+
+class ANIAdapter(ModelAdapter):
+    def __init__(self, info: ModelInfo, aev_computer, symbols: tuple[str, ...], model=None):
+        import torch
+
+        self.info = info
+        self.aev_computer = aev_computer.eval()
+        self.symbols = symbols
+        self.model = model.eval() if model is not None else None
+        self._index = {s: i for i, s in enumerate(symbols)}
+        self._torch = torch
+        if model is not None:
+            members = list(model.neural_networks.members)
+            widths = {s: tuple(layer.out_features for layer in members[0].atomics[s].layers) for s in symbols}
+            info.layers = _hidden_layers(widths)
+            self._members = members
+            self._widths = widths
+            # per hidden layer: where each element's block starts (blocks in the model's element order)
+            self._offsets = []
+            for k in range(len(widths[symbols[0]])):
+                starts = np.concatenate([[0], np.cumsum([widths[s][k] for s in symbols])[:-1]])
+                self._offsets.append({s: int(v) for s, v in zip(symbols, starts)})
+            self._stacked = self._stack_members()
+
+    def default_batch_size(self) -> int:
+        return 128
+
+    # --------------------------------------------------------------------------------------------- AEVs
+    def _aev_groups(self, atoms_list):
+        """Yield (indices, elem_idxs [M, A], coords [M, A, 3], cell, pbc): non-periodic structures padded
+        together with species -1, periodic ones one at a time."""
+        torch = self._torch
+        flat = [i for i, a in enumerate(atoms_list) if not a.pbc.any()]
+        periodic = [i for i, a in enumerate(atoms_list) if a.pbc.any()]
+        if flat:
+            n_max = max(len(atoms_list[i]) for i in flat)
+            elem = torch.full((len(flat), n_max), -1, dtype=torch.long)
+            coords = torch.zeros((len(flat), n_max, 3), dtype=torch.float32)
+            for row, i in enumerate(flat):
+                a = atoms_list[i]
+                elem[row, :len(a)] = torch.tensor([self._index[s] for s in a.get_chemical_symbols()])
+                coords[row, :len(a)] = torch.from_numpy(a.positions.astype(np.float32))
+            yield flat, elem, coords, None, None
+        for i in periodic:
+            a = atoms_list[i]
+            elem = torch.tensor([[self._index[s] for s in a.get_chemical_symbols()]], dtype=torch.long)
+            coords = torch.from_numpy(a.positions.astype(np.float32))[None]
+            cell = torch.from_numpy(np.asarray(a.cell[:], dtype=np.float32))
+            yield [i], elem, coords, cell, torch.from_numpy(np.asarray(a.pbc, dtype=bool))
+
+    def _per_atom(self, atoms_list, fn):
+        """Run fn(elem_idxs_real [n], aev_real [n, 1008]) over every group; rows concatenated in input order,
+        padding atoms never included."""
+        torch = self._torch
+        per_structure: dict[int, dict[str, torch.Tensor]] = {}
+        with torch.no_grad():
+            for indices, elem, coords, cell, pbc in self._aev_groups(atoms_list):
+                aevs = self.aev_computer(elem, coords, cell, pbc)          # [M, A, 1008]
+                mask = elem >= 0                                            # padding atoms are -1
+                out = fn(elem[mask], aevs[mask])                            # rows: structure-major, real only
+                counts = mask.sum(dim=1).tolist()
+                for name, value in out.items():
+                    for i, part in zip(indices, torch.split(value, counts)):
+                        per_structure.setdefault(i, {})[name] = part
+        names = list(per_structure[0])
+        return {name: torch.cat([per_structure[i][name] for i in range(len(atoms_list))]) for name in names}
+
+    # ---------------------------------------------------------------------------------------------- nets
+    def _stack_members(self):
+        """Per element and hidden layer, every member's weights stacked: ([M, in, out], [M, 1, out])."""
+        torch = self._torch
+        stacked = {}
+        for s in self.symbols:
+            nets = [member.atomics[s] for member in self._members]
+            stacked[s] = [
+                (torch.stack([net.layers[k].weight.T for net in nets]).contiguous(),
+                 torch.stack([net.layers[k].bias for net in nets])[:, None, :])
+                for k in range(len(nets[0].layers))
+            ]
+        return stacked
+
+    def _hidden(self, elem, aev, members: slice = slice(None)):
+        """Hidden activations of the element networks, averaged over the members selected ->
+        {hidden_k: [n, width_k]} in element blocks. All members of one element run as one batched matmul."""
+        torch = self._torch
+        n_layers = len(self._offsets)
+        out = [aev.new_zeros((len(elem), sum(w[k] for w in self._widths.values()))) for k in range(n_layers)]
+        for e, s in enumerate(self.symbols):
+            rows = (elem == e).nonzero().view(-1)
+            if rows.numel() == 0:
+                continue
+            activation = self._members[0].atomics[s].activation
+            x = aev.index_select(0, rows)                                   # [n_e, 1008], shared by members
+            for k, (weight, bias) in enumerate(self._stacked[s]):
+                x = activation(torch.matmul(x, weight[members]) + bias[members])   # [M, n_e, width]
+                start = self._offsets[k][s]
+                out[k][rows, start:start + x.shape[2]] = x.mean(dim=0)
+        return {f"hidden_{k + 1}": out[k] for k in range(n_layers)}
+
+    def member_hidden(self, atoms_list, member: int) -> dict[str, np.ndarray]:
+        """Hidden layers of one ensemble member (for bookkeeping checks)."""
+        self.check_structures(list(atoms_list))
+        out = self._per_atom(list(atoms_list), lambda e, a: self._hidden(e, a, slice(member, member + 1)))
+        return {k: v.numpy() for k, v in out.items()}
+
+    def forward_batch(self, atoms_list: list[ase.Atoms]) -> dict[str, np.ndarray]:
+        atoms_list = list(atoms_list)
+        self.check_structures(atoms_list)
+        if self.model is None:
+            out = self._per_atom(atoms_list, lambda e, a: {"aev": a})
+        else:
+            out = self._per_atom(atoms_list, self._hidden)
+        return {k: v.cpu().numpy().astype(np.float32) for k, v in out.items()}
+
+    def ase_calculator(self):
+        return self.model.ase() if self.model is not None else None

@@ -1,0 +1,180 @@
+"""SO3Net adapter (matgl, PyG backend): the node state after each SO(3) block, in the e3nn layout.
+
+matgl's SO3Net keeps node features as [atoms, (lmax+1)^2, channels] in its own real-spherical-harmonics basis
+(index 0 is L=0, 1:4 L=1, 4:9 L=2, ordered m=-l..l with z as the polar axis) and stores the state after block i
+in `model.feature_dict['gc_<i>']` after each forward pass. e3nn orders the components of each L differently
+(for L=1, (x, y, z); for L=2, y is the polar axis), so each L block is mapped onto e3nn's basis with the
+orthogonal matrix that takes matgl's spherical harmonics onto e3nn's (found numerically from both packages' own
+harmonics at load time; it is a permutation for L=1 and a fixed rotation within the L=2 block). Norms are
+unchanged. The layout becomes `64x0e+64x1o+64x2e` (matgl's Clebsch-Gordan products keep parity, so L=1 is odd
+and L=2 even).
+
+Weights: the local weights folder first (`matgl/SO3Net-ANI-1x-Subset-PES`), then matgl's own download by name.
+Graphs are built with matgl's own converter (`matgl.ext.ase.Atoms2Graph`, numpy/pymatgen neighbour search) and
+batched with torch-geometric's `Batch`; no torch-cluster needed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import ase
+import numpy as np
+
+from cpd_core.errors import CPDInputError
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.weights import local_weights
+
+MODEL_ID = "so3net-ani1x"
+MODEL_IDS = (MODEL_ID,)
+MATGL_NAME = "SO3Net-ANI-1x-Subset-PES"
+WEIGHTS = f"matgl/{MATGL_NAME}"
+ELEMENTS = ("H", "C", "N", "O")
+N_BLOCKS = 3
+CHANNELS = 64
+LMAX = 2
+CUTOFF = 5.0
+FAMILY = "tensor-product equivariant"
+
+
+def _irreps(channels: int, lmax: int) -> str:
+    return "+".join(f"{channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1))
+
+
+@lru_cache(maxsize=None)
+def _hash(path: str, mtime: float) -> str:
+    return file_hash(Path(path))
+
+
+def describe(model_id: str = MODEL_ID) -> ModelInfo:
+    if model_id != MODEL_ID:
+        raise CPDInputError(f"Unknown SO3Net model '{model_id}'. Known: {MODEL_ID}.")
+    path = local_weights(WEIGHTS)
+    return ModelInfo(
+        id=MODEL_ID, family=FAMILY, elements=ELEMENTS, cutoff=CUTOFF,
+        layers={f"gc_{i}": _irreps(CHANNELS, LMAX) for i in range(1, N_BLOCKS + 1)},
+        weights_source=str(path) if path else f"matgl.load_model('{MATGL_NAME}') download",
+        weights_hash=_hash(str(path), path.stat().st_mtime) if path else "",
+        description="SO3Net potential (matgl 4.x, PyG) for H, C, N, O trained on an ANI-1x subset (DFT): "
+                    "3 SO(3) blocks, 64 channels, lmax 2, cutoff 5 A.",
+        input="molecules",
+        notes="gc_<i> is the node state after SO(3) block i (matgl feature_dict, a residual state, not the "
+              "increment), mapped from matgl's real spherical-harmonics basis onto e3nn's. No force head is run.",
+    )
+
+
+def offline_available(model_id: str = MODEL_ID) -> bool:
+    return local_weights(WEIGHTS) is not None
+
+
+def load(model_id: str = MODEL_ID) -> "SO3NetAdapter":
+    import matgl
+
+    info = describe(model_id)
+    path = local_weights(WEIGHTS)
+    try:
+        potential = matgl.load_model(str(path) if path else MATGL_NAME)
+    except Exception as exc:
+        raise CPDInputError(f"Could not load {MATGL_NAME} ({'from ' + str(path) if path else 'download'}): "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return SO3NetAdapter(potential, info)
+
+
+def basis_change(sphharm, lmax: int):
+    """Per L, the orthogonal (2l+1)x(2l+1) matrix O_l with e3nn_Y_l = O_l @ matgl_Y_l for unit vectors.
+
+    Found by least squares from both packages' spherical harmonics at fixed random directions; each block is
+    scaled to be exactly orthogonal (the two conventions differ by a normalisation factor per L)."""
+    import torch
+    from e3nn import o3
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(64, 3, generator=g, dtype=torch.float64)
+    v = v / v.norm(dim=1, keepdim=True)
+    theirs = sphharm(v.to(torch.float32)).to(torch.float64)
+    comps = o3.Irreps([(1, (l, (-1) ** l)) for l in range(lmax + 1)])
+    mats = []
+    for l, sl in zip(range(lmax + 1), comps.slices()):
+        ours = o3.spherical_harmonics(l, v, normalize=True, normalization="component")
+        Q = torch.linalg.lstsq(theirs[:, sl], ours).solution  # ours ~= theirs @ Q
+        U, S, Vh = torch.linalg.svd(Q)
+        if float(S.max() / S.min()) > 1.001 or float((theirs[:, sl] @ Q - ours).abs().max()) > 1e-3:
+            raise CPDInputError(f"matgl's L={l} spherical harmonics are not a rotation of e3nn's.")
+        mats.append((U @ Vh).T.contiguous())  # column vectors: e3nn = O @ matgl
+    return mats
+
+
+class SO3NetAdapter(ModelAdapter):
+    def __init__(self, potential, info: ModelInfo):
+        import torch
+        from e3nn import o3
+
+        self.potential = potential.eval()
+        self.model = potential.model
+        for p in self.potential.parameters():
+            p.requires_grad_(False)
+        self.elements = tuple(self.model.element_types)
+        lmax = int(self.model.lmax)
+        channels = int(self.model.dim_node_embedding)
+        info.elements = self.elements
+        info.cutoff = float(self.model.cutoff)
+        info.layers = {f"gc_{i}": _irreps(channels, lmax) for i in range(1, int(self.model.nblocks) + 1)}
+        self.info = info
+        self.lmax = lmax
+        self.channels = channels
+        # matgl's [atoms, (lmax+1)^2, channels]: component slices per L, from e3nn
+        self._component_irreps = o3.Irreps([(1, (l, (-1) ** l)) for l in range(lmax + 1)])
+        dtype = next(self.model.parameters()).dtype
+        self._basis = [m.to(dtype) for m in basis_change(self.model.sphharm, lmax)]
+        from matgl.ext.ase import Atoms2Graph
+
+        self._converter = Atoms2Graph(self.elements, float(self.model.cutoff))
+        self._dtype = dtype
+        self._torch = torch
+
+    def default_batch_size(self) -> int:
+        return 64
+
+    def _graph(self, atoms):
+        g, lattice, _ = self._converter.get_graph(atoms)
+        lat = lattice.reshape(-1, 3, 3)[0].to(self._dtype)
+        g.pos = g.frac_coords.to(self._dtype) @ lat
+        g.pbc_offshift = g.pbc_offset.to(self._dtype) @ lat
+        g.edge_index = g.edge_index.long()
+        del g.frac_coords
+        return g
+
+    def _batch(self, atoms_list):
+        from torch_geometric.data import Batch
+
+        return Batch.from_data_list([self._graph(a) for a in atoms_list])
+
+    def _run(self, atoms_list):
+        """(matgl feature_dict of the batch, the batched graph)."""
+        torch = self._torch
+        atoms_list = list(atoms_list)
+        self.check_structures(atoms_list)
+        g = self._batch(atoms_list)
+        with torch.no_grad():
+            self.model(g=g)
+        return dict(self.model.feature_dict), g
+
+    def to_e3nn(self, x):
+        """matgl [atoms, (lmax+1)^2, channels] -> e3nn layout [atoms, channels*(lmax+1)^2] (mul-major per L)."""
+        torch = self._torch
+        parts = []
+        for O, sl in zip(self._basis, self._component_irreps.slices()):
+            block = x[:, sl, :]                                  # [atoms, 2l+1, channels]
+            block = torch.einsum("mk,akc->acm", O, block)        # [atoms, channels, 2l+1] in e3nn's basis
+            parts.append(block.reshape(x.shape[0], -1))
+        return torch.cat(parts, dim=1)
+
+    def forward_batch(self, atoms_list: list[ase.Atoms]) -> dict[str, np.ndarray]:
+        features, _ = self._run(atoms_list)
+        return {name: self.to_e3nn(features[name]).cpu().numpy().astype(np.float32) for name in self.info.layers}
+
+    def ase_calculator(self):
+        from matgl.ext.ase import PESCalculator
+
+        return PESCalculator(self.potential, stress_unit="eV/A3")

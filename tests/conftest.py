@@ -1,0 +1,35 @@
+"""Shared fixtures. The runtime cache is shared with the app (QM9 is parsed once into it)."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def qm9_small():
+    from cpd_core.data.qm9 import load_qm9
+
+    return load_qm9(n=300, seed=0)
+
+
+@pytest.fixture
+def planted():
+    """Synthetic representations with a planted composition part and a planted geometric part.
+
+    H = [C A + G B | one-hot encodings of two element counts]: the one-hot block is composition that is not
+    linear in the counts, so it survives the projection, as in real mean-pooled representations.
+    Targets: linear in G, linear in C, and a pure interaction of two counts (no linear part in any column).
+    """
+    rng = np.random.default_rng(0)
+    n = 500
+    C = rng.integers(0, 6, size=(n, 4)).astype(float)
+    G = rng.normal(size=(n, 6))
+    onehot = np.hstack([(C[:, [j]] == np.arange(6)).astype(float) for j in range(2)])
+    H = np.hstack([C @ rng.normal(size=(4, 32)) + G @ rng.normal(size=(6, 32)), 2 * onehot])
+    H += 0.01 * rng.normal(size=H.shape)
+    return {
+        "H": H,
+        "C": C,
+        "y_geom": G @ rng.normal(size=6),
+        "y_comp": C @ rng.normal(size=4),
+        "y_nonlinear": (C[:, 0] - 2.5) * (C[:, 1] - 2.5),
+    }

@@ -1,0 +1,144 @@
+"""MACE adapter: the real small MACE trained on SPICE from the local weights folder (no network)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # repo root, when run without a conftest
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from e3nn import o3
+
+from adapter_checks import check_batched_matches_single, check_equivariance, check_invariance
+from cpd_core.data.qm9 import load_qm9
+from cpd_core.errors import CPDInputError
+from cpd_core.models import mace as mace_adapter
+
+MODEL_ID = "mace-spice"
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    if not mace_adapter.offline_available(MODEL_ID):
+        pytest.fail("mace/MACE_SPICE.model is missing from the local weights folder (CPD_WEIGHTS_DIR)")
+    return mace_adapter.load(MODEL_ID)
+
+
+@pytest.fixture(scope="module")
+def molecules():
+    return load_qm9(5, seed=3).to_atoms_list()
+
+
+def test_describe_matches_loaded_model(adapter, molecules):
+    info = mace_adapter.describe(MODEL_ID)
+    assert info.family == "tensor-product equivariant"
+    assert list(info.layers) == ["interaction_1_message", "product_1", "interaction_2_message", "product_2"]
+    assert info.layers == adapter.info.layers
+    assert info.elements == adapter.info.elements
+    assert info.cutoff == pytest.approx(adapter.info.cutoff)
+    assert info.weights_hash and info.weights_hash == adapter.info.weights_hash
+    # messages carry L up to 3; the last product keeps only scalars
+    assert {ir.l for _, ir in o3.Irreps(info.layers["interaction_1_message"])} == {0, 1, 2, 3}
+    assert o3.Irreps(info.layers["product_2"]).lmax == 0
+    out = adapter.forward_batch(molecules)
+    assert list(out) == list(info.layers)
+    n_atoms = sum(len(a) for a in molecules)
+    for name, irreps in info.layers.items():
+        assert out[name].shape == (n_atoms, o3.Irreps(irreps).dim)
+        assert out[name].dtype == np.float32
+        assert np.isfinite(out[name]).all()
+
+
+def test_import_restores_weights_only_default(monkeypatch):
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+    mace_adapter._import_mace()
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_invariance(adapter, molecules):
+    check_invariance(adapter, molecules[0])
+
+
+@pytest.mark.parametrize("layer", ["interaction_1_message", "interaction_2_message", "product_1", "product_2"])
+def test_equivariance(adapter, molecules, layer):
+    check_equivariance(adapter, molecules[1], layer)
+
+
+def test_batched_matches_single(adapter, molecules):
+    check_batched_matches_single(adapter, molecules)
+
+
+def test_readouts_on_captured_states_reproduce_energies(adapter, molecules):
+    """Bookkeeping: the model's own readouts applied to the captured product states give its node energies."""
+    model = adapter.model
+    states = adapter.forward_batch(molecules)
+    _, outputs, batch = adapter._run(molecules)
+    n = batch["positions"].shape[0]
+    arange = torch.arange(n)
+    heads = batch["head"][batch["batch"]] if "head" in batch else torch.zeros(n, dtype=torch.long)
+    with torch.no_grad():
+        node_inter = torch.zeros(n, dtype=torch.float64)
+        for i, readout in enumerate(model.readouts):
+            idx = len(model.products) if len(model.readouts) == 1 else i + 1
+            x = torch.from_numpy(states[f"product_{idx}"]).to(adapter.dtype)
+            node_inter = node_inter + readout(x, heads)[arange, heads].double()
+        node_inter = model.scale_shift(node_inter, heads)
+        node_e0 = model.atomic_energies_fn(batch["node_attrs"])[arange, heads].double()
+    node_energy = (node_e0 + node_inter).numpy()
+    np.testing.assert_allclose(node_energy, outputs["node_energy"].double().numpy(), atol=1e-4, rtol=0)
+    totals = np.add.reduceat(node_energy, np.cumsum([0] + [len(a) for a in molecules[:-1]]))
+    np.testing.assert_allclose(totals, outputs["energy"].double().numpy(), rtol=1e-6)
+    # and the package's own ASE calculator agrees with the batched forward pass
+    calc = adapter.ase_calculator()
+    atoms = molecules[0].copy()
+    atoms.calc = calc
+    assert atoms.get_potential_energy() == pytest.approx(float(outputs["energy"][0]), rel=1e-5)
+
+
+def test_unsupported_element(adapter):
+    with pytest.raises(CPDInputError, match="Si"):
+        adapter.forward_batch([Atoms("SiH4", positions=np.random.default_rng(0).normal(size=(5, 3)))])
+
+
+def test_empty_structure(adapter, molecules):
+    with pytest.raises(CPDInputError, match="no atoms"):
+        adapter.forward_batch([molecules[0], Atoms()])
+
+
+def test_load_any_model_file(adapter, molecules):
+    path = mace_adapter.local_weights(mace_adapter.SPICE_WEIGHTS)
+    other = mace_adapter.load_mace_file(path)
+    assert other.info.id == f"mace-file:{path.resolve()}"
+    assert other.info.layers == adapter.info.layers
+    assert mace_adapter.describe(f"mace-file:{path}").layers == adapter.info.layers
+    a, b = adapter.forward_batch(molecules[:2]), other.forward_batch(molecules[:2])
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(CPDInputError, match="does not exist"):
+        mace_adapter.load_mace_file(path.parent / "missing.model")
+
+
+def test_foundation_models_resolve_locally_first(monkeypatch, tmp_path):
+    """Foundation ids are described without weights; they are offline only when a file is already here."""
+    monkeypatch.setenv("CPD_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for model_id in ("mace-mp-0-medium", "mace-off-small"):
+        info = mace_adapter.describe(model_id)
+        assert info.family == "tensor-product equivariant"
+        assert list(info.layers) == ["interaction_1_message", "product_1", "interaction_2_message", "product_2"]
+        assert not mace_adapter.offline_available(model_id)
+    assert mace_adapter.describe("mace-mp-0-medium").layers["product_1"] == "128x0e+128x1o"
+    assert mace_adapter.describe("mace-mp-0-medium").layers["product_2"] == "128x0e"
+    # a file in the weights folder, or in mace's own cache under mace's naming, counts as local
+    (tmp_path / "weights" / "mace").mkdir(parents=True)
+    (tmp_path / "weights" / "mace" / "MACE-OFF23_small.model").write_bytes(b"")
+    assert mace_adapter.offline_available("mace-off-small")
+    (tmp_path / "xdg" / "mace").mkdir(parents=True)
+    (tmp_path / "xdg" / "mace" / "20231203mace128L1_epoch199model").write_bytes(b"")
+    assert mace_adapter.offline_available("mace-mp-0-medium")

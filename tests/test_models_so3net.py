@@ -1,0 +1,111 @@
+"""SO3Net adapter (matgl): the pretrained SO3Net-ANI-1x-Subset-PES from the local weights folder (no network)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # repo root, when run without a conftest
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from e3nn import o3
+
+from adapter_checks import check_batched_matches_single, check_equivariance, check_invariance
+from cpd_core.data.qm9 import load_qm9
+from cpd_core.errors import CPDInputError
+from cpd_core.models import so3net
+
+MODEL_ID = "so3net-ani1x"
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    if not so3net.offline_available(MODEL_ID):
+        pytest.fail("matgl/SO3Net-ANI-1x-Subset-PES is missing from the local weights folder (CPD_WEIGHTS_DIR)")
+    return so3net.load(MODEL_ID)
+
+
+@pytest.fixture(scope="module")
+def molecules():
+    hcno = [a for a in load_qm9(20, seed=5).to_atoms_list() if set(a.get_chemical_symbols()) <= set("HCNO")]
+    return hcno[:4]
+
+
+def test_describe_matches_loaded_model(adapter, molecules):
+    info = so3net.describe(MODEL_ID)
+    assert info.family == "tensor-product equivariant"
+    assert info.elements == ("H", "C", "N", "O") == adapter.info.elements
+    assert info.layers == adapter.info.layers == {f"gc_{i}": "64x0e+64x1o+64x2e" for i in (1, 2, 3)}
+    assert info.cutoff == pytest.approx(adapter.info.cutoff)
+    assert info.weights_hash
+    out = adapter.forward_batch(molecules)
+    assert list(out) == list(info.layers)
+    n_atoms = sum(len(a) for a in molecules)
+    for name, irreps in info.layers.items():
+        assert out[name].shape == (n_atoms, o3.Irreps(irreps).dim)
+        assert out[name].dtype == np.float32
+        assert np.isfinite(out[name]).all()
+
+
+def test_basis_change_is_orthogonal_and_preserves_norms(adapter, molecules):
+    for O in adapter._basis:
+        np.testing.assert_allclose(O.double() @ O.double().T, np.eye(O.shape[0]), atol=1e-6)
+    features, _ = adapter._run(molecules[:1])
+    x = features["gc_2"]
+    y = adapter.to_e3nn(x)
+    irreps = o3.Irreps(adapter.info.layers["gc_2"])
+    for (mul, ir), sl, comp in zip(irreps, irreps.slices(), ((0, 1), (1, 4), (4, 9))):
+        ours = y[:, sl].reshape(len(x), mul, ir.dim).norm(dim=2)
+        theirs = x[:, comp[0]:comp[1], :].norm(dim=1)
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_invariance(adapter, molecules):
+    check_invariance(adapter, molecules[0])
+
+
+@pytest.mark.parametrize("layer", ["gc_1", "gc_3"])
+def test_equivariance(adapter, molecules, layer):
+    check_equivariance(adapter, molecules[1], layer)
+
+
+def test_batched_matches_single(adapter, molecules):
+    check_batched_matches_single(adapter, molecules)
+
+
+def test_readout_on_last_state_reproduces_energy(adapter, molecules):
+    """Bookkeeping: matgl's own readout on the captured last state (L=0 block of gc_3) gives the potential's
+    energies, as computed by matgl's ASE calculator one molecule at a time."""
+    states = adapter.forward_batch(molecules)
+    _, graph = adapter._run(molecules)
+    pot = adapter.potential
+    scalars = o3.Irreps(adapter.info.layers["gc_3"]).slices()[0]
+    with torch.no_grad():
+        atomic = pot.model.final_layer(torch.from_numpy(states["gc_3"][:, scalars])).squeeze(-1).double()
+        starts = np.cumsum([0] + [len(a) for a in molecules[:-1]])
+        per_molecule = np.add.reduceat(atomic.numpy(), starts)
+        energies = float(pot.data_std) * per_molecule + float(pot.data_mean)
+        energies = energies + pot.element_refs(graph).double().numpy()
+    calc = adapter.ase_calculator()
+    reference = []
+    for atoms in molecules:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        reference.append(atoms.get_potential_energy())
+    np.testing.assert_allclose(energies, reference, rtol=1e-6, atol=1e-3)
+
+
+def test_unsupported_element(adapter, molecules):
+    fluorinated = Atoms("CH3F", positions=[[0, 0, 0], [0.6, 0.6, 0.6], [-0.6, -0.6, 0.6], [0.6, -0.6, -0.6],
+                                           [-0.8, 0.8, -0.8]])
+    with pytest.raises(CPDInputError, match="element\\(s\\) F"):
+        adapter.forward_batch([molecules[0], fluorinated])
+
+
+def test_empty_structure(adapter):
+    with pytest.raises(CPDInputError, match="no atoms"):
+        adapter.forward_batch([Atoms()])
