@@ -104,6 +104,102 @@ def probe(
                f"{folds}-fold shuffled (seed {seed}), projection={projection}")
 
 
+@app.command()
+@friendly_errors
+def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list of objects.")):
+    """List every model with family, irreps per layer and whether it runs here offline."""
+    from cpd_core.models import list_models
+
+    rows = list_models()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        state = "offline" if row["offline"] else "needs download"
+        typer.echo(f"{row['id']:22s} {row['family']:28s} {state:15s} cutoff {row['cutoff']} Å, "
+                   f"elements {' '.join(row['elements'][:12])}{' ...' if len(row['elements']) > 12 else ''}")
+        for layer, irreps in row["layers"].items():
+            typer.echo(f"    {layer:24s} {irreps}")
+
+
+def _structures_for(input_file: Optional[Path], dataset: Optional[str], n: Optional[int], seed: int):
+    from cpd_core.data import load_dataset
+    from cpd_core.data.userfiles import load_structure_file
+
+    if (input_file is None) == (dataset is None):
+        raise CPDInputError("Give exactly one of --input FILE or --dataset NAME.")
+    if input_file is not None:
+        return load_structure_file(input_file)
+    return load_dataset(dataset, n=n, seed=seed)
+
+
+@app.command()
+@friendly_errors
+def embed(
+    model: str = typer.Option(..., help="Model id (see `models`)"),
+    out: Path = typer.Option(..., help="Output .npz"),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="Any structure file ase.io reads"),
+    dataset: Optional[str] = typer.Option(None, help="qm9 | mp"),
+    n: Optional[int] = typer.Option(None, help="Subset size (with --dataset)"),
+    seed: int = typer.Option(0, help="Subset seed (with --dataset)"),
+    pooling: str = typer.Option("mean", help="mean | sum"),
+    invariant: str = typer.Option("pooled_norm", help="L>0 invariant: pooled_norm | atom_norm"),
+    batch_size: Optional[int] = typer.Option(None, help="Structures per forward pass"),
+):
+    """Per-structure invariant vectors of every layer and L channel, written as `<layer>/L<l>` arrays."""
+    from tqdm import tqdm
+
+    from cpd_core.cache import cached_invariants
+    from cpd_core.invariants import INVARIANTS, POOLINGS, feature_key
+    from cpd_core.models import describe_model
+
+    if pooling not in POOLINGS or invariant not in INVARIANTS:
+        raise CPDInputError(f"--pooling must be one of {POOLINGS} and --invariant one of {INVARIANTS}.")
+    structures = _structures_for(input_file, dataset, n, seed)
+    info = describe_model(model)
+    with tqdm(total=len(structures), unit="structure", desc=model) as bar:
+        def progress(done, total):
+            bar.update(done - bar.n)
+
+        arrays = cached_invariants(model, structures, progress=progress, batch_size=batch_size)
+    selected = {}
+    for key in arrays:
+        layer, l_part, pool = key.split("/")[:3]
+        inv = key.split("/")[3] if key.count("/") == 3 else None
+        if pool == pooling and (inv is None or inv == invariant):
+            selected[f"{layer}/{l_part}"] = arrays[key]
+    meta = {"model": info.to_dict(), "structures": structures.name, "n": len(structures),
+            "ids": structures.table["id"].astype(str).tolist(), "pooling": pooling, "invariant": invariant,
+            "keys": sorted(selected), "key_format": "<layer>/L<l>, rows in input order",
+            "example_full_key": feature_key(next(iter(info.layers)), 0, pooling)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, __meta__=np.array(json.dumps(meta)), **selected)
+    typer.echo(f"wrote {len(selected)} arrays for {len(structures)} structures to {out}")
+
+
+@app.command()
+@friendly_errors
+def train(
+    arch: str = typer.Option(..., help="mace | visnet | schnet"),
+    target: str = typer.Option(..., help="QM9 target: gap (mean readout) | U0 (sum readout)"),
+    n_train: int = typer.Option(..., help="Training molecules"),
+    epochs: int = typer.Option(..., help="Maximum epochs (rerunning resumes after the last saved epoch)"),
+    seed: int = typer.Option(0, help="Seed of the train/validation/test split and of the initialisation"),
+    out: Path = typer.Option(..., help="Output folder, e.g. zoo/mace-qm9-gap"),
+    n_val: Optional[int] = typer.Option(None, help="Validation molecules (default max(10% of n_train, 100))"),
+    n_test: Optional[int] = typer.Option(None, help="Test molecules (default max(10% of n_train, 100))"),
+    batch_size: Optional[int] = typer.Option(None, help="Molecules per batch"),
+    lr: Optional[float] = typer.Option(None, help="Learning rate"),
+    patience: int = typer.Option(10, help="Early stopping: epochs without validation improvement"),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop after this much training time (resumable)"),
+):
+    """Train a MACE / ViSNet / SchNet on a QM9 target and write a checkpoint with its model card (zoo)."""
+    from cpd_core.training import train as run_training
+
+    run_training(arch, target, n_train, epochs, seed, out, n_val=n_val, n_test=n_test, batch_size=batch_size,
+                 lr=lr, patience=patience, max_minutes=max_minutes, log=typer.echo)
+
+
 def main() -> None:
     app()
 

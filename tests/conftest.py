@@ -33,3 +33,16 @@ def planted():
         "y_comp": C @ rng.normal(size=4),
         "y_nonlinear": (C[:, 0] - 2.5) * (C[:, 1] - 2.5),
     }
+
+
+@pytest.fixture
+def isolated_cache_dir(tmp_path, monkeypatch):
+    """An empty embeddings cache (datasets are still read from the shared cache to avoid re-parsing QM9)."""
+    from cpd_core.data.qm9 import load_qm9
+
+    load_qm9()
+    import cpd_core.cache as cache
+
+    root = tmp_path / "embeddings"
+    monkeypatch.setattr(cache, "embeddings_root", lambda: (root.mkdir(exist_ok=True), root)[1])
+    return root

@@ -67,3 +67,53 @@ def test_probe_bad_inputs(arrays, tmp_path):
     assert bad.exit_code == 2 and "Could not read" in bad.stderr
     unknown = runner.invoke(app, _probe_args(arrays, "--probe", "forest"))
     assert unknown.exit_code == 2 and "Unknown probe" in unknown.stderr
+
+
+def test_models_json_lists_offline_models():
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in json.loads(result.stdout)}
+    for row in rows.values():
+        assert {"id", "family", "elements", "offline", "layers"} <= row.keys()
+    for model_id in ("ani2x-aev", "ani2x-nets", "mace-spice", "so3net-ani1x"):
+        assert rows[model_id]["offline"] is True
+    assert rows["mace-mp-0-medium"]["offline"] is False
+
+
+def test_embed_input_file_rows_follow_input_order(tmp_path, isolated_cache_dir):
+    import ase.io
+    from ase.build import molecule
+
+    frames = [molecule("H2O"), molecule("CH4"), molecule("CH3OH")]
+    ase.io.write(tmp_path / "a.xyz", frames)
+    ase.io.write(tmp_path / "b.xyz", frames[::-1])
+    for name in ("a", "b"):
+        result = runner.invoke(app, ["embed", "--model", "ani2x-aev", "--input", str(tmp_path / f"{name}.xyz"),
+                                     "--out", str(tmp_path / f"{name}.npz"), "--pooling", "sum"])
+        assert result.exit_code == 0, result.output
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert a["aev/L0"].shape == (3, 1008)
+    np.testing.assert_allclose(a["aev/L0"], b["aev/L0"][::-1], rtol=1e-5)
+    meta = json.loads(str(a["__meta__"]))
+    assert meta["pooling"] == "sum" and meta["model"]["id"] == "ani2x-aev" and meta["n"] == 3
+
+
+def test_embed_dataset_subset(tmp_path, isolated_cache_dir):
+    result = runner.invoke(app, ["embed", "--model", "mace-spice", "--dataset", "qm9", "--n", "12", "--seed", "4",
+                                 "--out", str(tmp_path / "m.npz")])
+    assert result.exit_code == 0, result.output
+    z = np.load(tmp_path / "m.npz")
+    assert {"product_1/L0", "interaction_1_message/L1", "interaction_1_message/L3"} <= set(z.files)
+    assert all(z[k].shape[0] == 12 for k in z.files if k != "__meta__")
+
+
+def test_embed_unsupported_element_is_a_clear_error(tmp_path, isolated_cache_dir):
+    import ase.io
+    from ase.build import bulk
+
+    ase.io.write(tmp_path / "si.extxyz", bulk("Si"))
+    result = runner.invoke(app, ["embed", "--model", "ani2x-aev", "--input", str(tmp_path / "si.extxyz"),
+                                 "--out", str(tmp_path / "x.npz")])
+    assert result.exit_code == 2 and "Si" in result.stderr and "Traceback" not in result.output
+    both = runner.invoke(app, ["embed", "--model", "ani2x-aev", "--out", str(tmp_path / "x.npz")])
+    assert both.exit_code == 2 and "exactly one" in both.stderr

@@ -252,10 +252,10 @@ class _FastConvolution:
                 paths.append((k0, d3, weight_offsets[n]))
                 start = out_slices[ins.i_out].start
                 u, k = np.meshgrid(np.arange(mul), np.arange(d3), indexing="ij")
-                source_col[start + u * d3 + k] = col + u * K + k0 + k
+                source_col[start + u * d3 + k] = col + (k0 + k) * mul + u
                 k0 += d3
             self.groups.append(dict(start=in_slices[i1].start, stop=in_slices[i1].stop, mul=mul, d1=d1, K=K,
-                                    C=C.reshape(ir2.dim, d1 * K).float(), paths=paths))
+                                    C=C.permute(0, 2, 1).reshape(ir2.dim, K * d1).float(), paths=paths))
             col += mul * K
         assert (source_col >= 0).all() and col == irout.dim
         self.source_col = torch.from_numpy(source_col)
@@ -278,12 +278,12 @@ class _FastConvolution:
                 xs = x.index_select(0, edge_src[s:e])
                 attr, w, dst = edge_attr[s:e], weight[s - w_shift:e - w_shift], edge_dst[s:e]
                 for g, out in zip(self.groups, sums):
-                    X = xs[:, g["start"]:g["stop"]].reshape(m, g["mul"], g["d1"])
-                    B = (attr @ g["C"]).view(m, g["d1"], g["K"])
-                    T = X * B if g["d1"] == 1 else torch.bmm(X, B)
                     mul = g["mul"]
+                    X = xs[:, g["start"]:g["stop"]].view(m, mul, g["d1"]).transpose(1, 2)  # (m, d1, mul)
+                    B = (attr @ g["C"]).view(m, g["K"], g["d1"])
+                    T = B * X if g["d1"] == 1 else torch.bmm(B, X)  # (m, K, mul)
                     for k0, d3, w0 in g["paths"]:
-                        T[:, :, k0:k0 + d3].mul_(w[:, w0:w0 + mul].unsqueeze(-1))
+                        T[:, k0:k0 + d3].mul_(w[:, None, w0:w0 + mul])
                     out.index_add_(0, dst, T.view(m, -1))
         return torch.cat(sums, 1).index_select(1, self.source_col).div(self.module.denominator)
 

@@ -1,0 +1,68 @@
+"""Batched feature extraction against the one-structure-at-a-time ASE calculator loop most scripts use.
+
+For each model: the time per molecule of `extract_invariants` (batched, no forces, pooling included) on N QM9
+molecules, and of the package's own ASE calculator (`atoms.calc = calc; atoms.get_potential_energy()`, one
+molecule at a time, which also computes forces where the calculator does) on the first M of them. Both are
+measured in the same run; the ratio is printed with the projected time for all 130,831 QM9 molecules.
+Goal: >= 10x for every model; full QM9 through SevenNet-0 in <= 30 min on 2 cores.
+
+Run: python benchmarks/bench_extraction.py [--models sevennet-0 mace-spice ...] [--n 1000] [--loop-n 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cpd_core.data.qm9 import N_MOLECULES, load_qm9  # noqa: E402
+from cpd_core.extract import extract_invariants  # noqa: E402
+from cpd_core.models import load_model, model_ids, offline_available  # noqa: E402
+
+
+def bench(model_id: str, atoms_list, loop_n: int, batch_size: int | None) -> dict:
+    adapter = load_model(model_id)
+    extract_invariants(adapter, atoms_list[:8])  # warm-up (lazy init, JIT, caches)
+    start = time.perf_counter()
+    extract_invariants(adapter, atoms_list, batch_size=batch_size)
+    batched = (time.perf_counter() - start) / len(atoms_list)
+    calc = adapter.ase_calculator()
+    loop = None
+    if calc is not None:
+        sample = [a.copy() for a in atoms_list[:loop_n]]
+        sample[0].calc = calc
+        sample[0].get_potential_energy()  # warm-up
+        start = time.perf_counter()
+        for atoms in sample:
+            atoms.calc = calc
+            atoms.get_potential_energy()
+        loop = (time.perf_counter() - start) / len(sample)
+    return {"batched_ms": batched * 1e3, "loop_ms": None if loop is None else loop * 1e3}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=None, help="default: every model available offline")
+    parser.add_argument("--n", type=int, default=1000, help="molecules for the batched run")
+    parser.add_argument("--loop-n", type=int, default=100, help="molecules for the ASE calculator loop")
+    parser.add_argument("--batch-size", type=int, default=None)
+    args = parser.parse_args()
+    atoms_list = load_qm9(n=args.n, seed=0).to_atoms_list()
+    ids = args.models or [m for m in model_ids() if offline_available(m)]
+    print(f"{'model':22s} {'batched ms/mol':>15s} {'ASE loop ms/mol':>16s} {'ratio':>7s} {'full QM9 (min)':>15s}")
+    for model_id in ids:
+        try:
+            r = bench(model_id, atoms_list, args.loop_n, args.batch_size)
+        except Exception as exc:  # report and go on with the other models
+            print(f"{model_id:22s} failed: {type(exc).__name__}: {exc}")
+            continue
+        loop = f"{r['loop_ms']:16.1f}" if r["loop_ms"] else f"{'(no calculator)':>16s}"
+        ratio = f"{r['loop_ms'] / r['batched_ms']:6.1f}x" if r["loop_ms"] else f"{'-':>7s}"
+        full = r["batched_ms"] * N_MOLECULES / 60e3
+        print(f"{model_id:22s} {r['batched_ms']:15.2f} {loop} {ratio} {full:15.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
