@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from functools import wraps
 from pathlib import Path
 from typing import Optional
@@ -198,6 +199,31 @@ def train(
 
     run_training(arch, target, n_train, epochs, seed, out, n_val=n_val, n_test=n_test, batch_size=batch_size,
                  lr=lr, patience=patience, max_minutes=max_minutes, log=typer.echo)
+
+
+@app.command()
+@friendly_errors
+def report(
+    out: Path = typer.Option(Path("reports/latest"), help="Output folder (report.md, report.html, CSVs)"),
+    size: str = typer.Option("small", help="small (minutes here) | full (real runs)"),
+    qm9_n: Optional[int] = typer.Option(None, help="Override the number of QM9 molecules"),
+    models: Optional[str] = typer.Option(None, help="Comma-separated QM9 model ids (default: the preset's)"),
+):
+    """Run the paper's experiments and write a Markdown + HTML report with claims, tables and figures."""
+    from cpd_core.report import ReportConfig, run_experiments, write_report
+
+    try:
+        config = ReportConfig.preset(size)
+    except ValueError as exc:
+        raise CPDInputError(str(exc)) from exc
+    if qm9_n is not None:
+        config.qm9_n = qm9_n
+    if models:
+        config.qm9_models = [m.strip() for m in models.split(",") if m.strip()]
+    start = time.perf_counter()
+    tables = run_experiments(config, log=lambda msg: typer.echo(msg, err=True))
+    path = write_report(tables, config, out, time.perf_counter() - start)
+    typer.echo(f"wrote {path} and {path.with_suffix('.html')}")
 
 
 def main() -> None:

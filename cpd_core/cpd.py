@@ -107,8 +107,13 @@ def fold_indices(n: int, folds: int = 5, seed: int = 0, shuffle: bool = True):
 
 
 def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5, seed: int = 0,
-               projection: str = "fold", shuffle: bool = True, parts=PARTS, probe_params=None) -> list[CPDResult]:
-    """R²_full, R²_comp and R²_geom (mean, std over folds) for each target column of Y."""
+               projection: str = "fold", shuffle: bool = True, parts=PARTS, probe_params=None,
+               projector_params=None) -> list[CPDResult]:
+    """R²_full, R²_comp and R²_geom (mean, std over folds) for each target column of Y.
+
+    probe_params go to the probe (e.g. {"alphas": [1.0]} for a fixed Ridge alpha); projector_params to the
+    CompositionProjector (e.g. {"method": "ridge"}): both exist for protocol-sensitivity experiments.
+    """
     if projection not in PROJECTIONS:
         raise CPDInputError(f"Unknown projection '{projection}'; choose one of {PROJECTIONS}.")
     H, C, Y, names, n_dropped = _clean_inputs(H, C, Y, target_names, folds)
@@ -116,7 +121,7 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
     scores = {part: [] for part in parts}
     settings: dict = {}
     if projection == "transductive":
-        residual_all = CompositionProjector().fit_transform(C, H)
+        residual_all = CompositionProjector(**(projector_params or {})).fit_transform(C, H)
     for train, test in fold_indices(len(Y), folds, seed, shuffle):
         inputs = {}
         if "full" in parts:
@@ -125,7 +130,7 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
             inputs["comp"] = (C[train], C[test])
         if "geom" in parts:
             if projection == "fold":
-                projector = CompositionProjector().fit(C[train], H[train])
+                projector = CompositionProjector(**(projector_params or {})).fit(C[train], H[train])
                 inputs["geom"] = (projector.transform(H[train]), projector.transform(H[test], C[test]))
             else:
                 inputs["geom"] = (residual_all[train], residual_all[test])

@@ -34,8 +34,10 @@ class CompositionProjector(BaseEstimator, TransformerMixin):
     rank_, dropped_columns_ (indices into [1 | C]; 0 is the intercept), coef_ are set by fit.
     """
 
-    def __init__(self, rtol: float = 1e-10):
+    def __init__(self, rtol: float = 1e-10, method: str = "qr", alpha: float = 1.0):
         self.rtol = rtol
+        self.method = method
+        self.alpha = alpha
 
     def fit(self, C, H):
         A = _design(C)
@@ -44,6 +46,12 @@ class CompositionProjector(BaseEstimator, TransformerMixin):
             H = H[:, None]
         if len(A) != len(H):
             raise CPDInputError(f"Composition has {len(A)} rows but the features have {len(H)}; they must match.")
+        self._C_fit = A[:, 1:]
+        self.n_features_in_ = H.shape[1]
+        if self.method == "ridge":
+            return self._fit_ridge(A, H)
+        if self.method != "qr":
+            raise CPDInputError(f"Unknown projection method '{self.method}'; choose 'qr' or 'ridge'.")
         Q, R, piv = scipy.linalg.qr(A, mode="economic", pivoting=True)
         diag = np.abs(np.diag(R))
         rank = int(np.sum(diag > self.rtol * max(diag[0], 1e-300) * max(A.shape)))
@@ -52,8 +60,18 @@ class CompositionProjector(BaseEstimator, TransformerMixin):
         self.coef_ = coef
         self.rank_ = rank
         self.dropped_columns_ = np.sort(piv[rank:])
-        self.n_features_in_ = H.shape[1]
-        self._C_fit = A[:, 1:]
+        return self
+
+    def _fit_ridge(self, A, H):
+        """Ridge residualisation (a protocol variant, not the default): shrunken coefficients on the element
+        columns, unpenalised intercept, so part of the linear composition signal stays in the residual."""
+        C = A[:, 1:]
+        c_mean, h_mean = C.mean(axis=0), H.mean(axis=0)
+        Cc = C - c_mean
+        coef = np.linalg.solve(Cc.T @ Cc + self.alpha * np.eye(C.shape[1]), Cc.T @ (H - h_mean))
+        self.coef_ = np.vstack([h_mean - c_mean @ coef, coef])
+        self.rank_ = int(np.linalg.matrix_rank(A))
+        self.dropped_columns_ = np.array([], dtype=int)
         return self
 
     def transform(self, H, C=None):
