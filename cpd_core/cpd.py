@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone
-from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
@@ -97,7 +96,11 @@ def _clean_inputs(H, C, Y, target_names, folds):
 
 
 def _r2_columns(Y_true, Y_pred) -> np.ndarray:
-    return np.array([r2_score(Y_true[:, i], Y_pred[:, i]) for i in range(Y_true.shape[1])])
+    """Coefficient of determination per column (as sklearn's r2_score; a constant test fold gives -inf/nan)."""
+    ss_res = ((Y_true - Y_pred) ** 2).sum(axis=0)
+    ss_tot = ((Y_true - Y_true.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - ss_res / ss_tot
 
 
 def fold_indices(n: int, folds: int = 5, seed: int = 0, shuffle: bool = True):
@@ -226,7 +229,8 @@ def composition_control_target(C, elements, kind: str = "nonlinear") -> np.ndarr
 
 
 def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds: int = 5, seed: int = 0,
-             projection: str = "fold", shuffle: bool = True, progress=None, n_jobs: int = -1) -> pd.DataFrame:
+             projection: str = "fold", shuffle: bool = True, progress=None, n_jobs: int = -1,
+             probe_params=None) -> pd.DataFrame:
     """CPD scores for many feature sets on the same structures and targets, as one tidy table.
 
     feature_sets: {label tuple or str: H (n, d)}; a tuple label (model, layer, channel) becomes columns
@@ -235,12 +239,12 @@ def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds
     """
     first = next(iter(feature_sets.values()))
     comp = {r.target: r for r in cpd_scores(first, C, Y, target_names, probe, folds, seed, projection, shuffle,
-                                            parts=("comp",))}
+                                            parts=("comp",), probe_params=probe_params)}
 
     def one(label, H):
         with threadpool_limits(1):  # many small BLAS calls: one thread each, feature sets in parallel
             results = cpd_scores(H, C, Y, target_names, probe, folds, seed, projection, shuffle,
-                                 parts=("full", "geom"))
+                                 parts=("full", "geom"), probe_params=probe_params)
         for r in results:
             r.r2_comp, r.r2_comp_std = comp[r.target].r2_comp, comp[r.target].r2_comp_std
         labels = dict(zip(("model", "layer", "channel"), label)) if isinstance(label, tuple) else {"features": label}

@@ -183,3 +183,22 @@ def test_unknown_probe_and_projection(planted):
         make_probe("forest")
     with pytest.raises(CPDInputError, match="projection"):
         cpd_scores(planted["H"], planted["C"], planted["y_geom"], projection="magic")
+
+
+def test_ridge_gcv_matches_brute_force_generalised_cross_validation():
+    rng = np.random.default_rng(4)
+    n, d = 300, 40
+    X = rng.normal(size=(n, d))
+    y = X[:, :3].sum(axis=1) + 2.0 * rng.normal(size=n)
+    probe = RidgeProbe(criterion="gcv").fit(X, y)
+    Z = StandardScaler().fit_transform(X)
+    ys = (y - y.mean()) / y.std()
+    scores = []
+    for alpha in np.logspace(-3, 5, 20):
+        hat = Z @ np.linalg.solve(Z.T @ Z + alpha * np.eye(d), Z.T)
+        resid = ys - hat @ ys
+        scores.append((resid @ resid) / n / (1 - (np.trace(hat) + 1) / n) ** 2)
+    assert probe.alpha_[0] == pytest.approx(np.logspace(-3, 5, 20)[int(np.argmin(scores))])
+    np.testing.assert_allclose(probe.cv_mse_[:, 0], scores, rtol=1e-8)
+    with pytest.raises(CPDInputError, match="criterion"):
+        RidgeProbe(criterion="aic").fit(X, y)
