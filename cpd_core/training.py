@@ -48,11 +48,11 @@ N_REFERENCE = 20  # test molecules whose predictions are stored in the card (for
 DEFAULTS = {
     "mace": dict(hidden_irreps="32x0e+32x1o", num_interactions=2, r_max=5.0, max_ell=2, correlation=2,
                  num_bessel=8, num_polynomial_cutoff=5, mlp_irreps="16x0e", radial_mlp=[32, 32, 32]),
-    "visnet": dict(lmax=1, hidden_channels=64, num_layers=3, num_heads=8, num_rbf=32, cutoff=5.0),
+    "visnet": dict(lmax=1, hidden_channels=64, num_layers=3, num_heads=8, num_rbf=32, cutoff=4.0),
     "schnet": dict(hidden_channels=64, num_filters=64, num_interactions=4, num_gaussians=50, cutoff=5.0),
 }
 BATCH_SIZE = {"mace": 32, "visnet": 32, "schnet": 32}
-LR = {"mace": 2e-3, "visnet": 5e-4, "schnet": 5e-4}
+LR = {"mace": 5e-3, "visnet": 1e-3, "schnet": 1e-3}
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -126,7 +126,7 @@ def prepare_pyg(arch, hp, structures, y, readout, mean, std, e0):
     numbers = torch.as_tensor(structures.numbers.astype(np.int64))
     positions = torch.as_tensor(structures.positions, dtype=torch.float32)
     offsets = structures.offsets
-    targets = torch.as_tensor(y, dtype=torch.float32)
+    targets = torch.tensor(y, dtype=torch.float32)
 
     def make_batches(indices, rng, batch_size):
         order = np.array(indices)
@@ -209,7 +209,7 @@ def prepare_mace(hp, structures, y, readout, mean, std, e0, train_idx):
         e0_arr, scale = np.asarray(e0[:len(Z)]), std
     torch.set_default_dtype(torch.float32)
     model = build_mace(hp, e0_arr, scale, avg).float().train()
-    targets = torch.as_tensor(y, dtype=torch.float32)
+    targets = torch.tensor(y, dtype=torch.float32)
     full_hp = dict(hp, atomic_energies=list(map(float, e0_arr)), atomic_inter_scale=float(scale),
                    avg_num_neighbors=float(avg), atomic_numbers=list(Z), readout=readout)
 
@@ -280,7 +280,9 @@ def _machine() -> dict:
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": "cpu",
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(), "nice": os.nice(0),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "note": "wall times are on a CPU shared with other jobs (see nice and load average); not a benchmark"}
 
 
 def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_val: int | None = None,
@@ -368,7 +370,9 @@ def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_v
         if epoch - best_epoch >= patience and best_state is not None:
             stopped = f"early stopping (no validation improvement for {patience} epochs)"
             break
-        if max_minutes is not None and wall + time.time() - start > 60 * max_minutes:
+        last = history[-1]["seconds"] if history else 0.0  # stop before an epoch that would overrun the limit
+        if max_minutes is not None and best_state is not None and \
+                wall + time.time() - start + last > 60 * max_minutes:
             stopped = f"time limit ({max_minutes} min)"
             break
         t0 = time.time()
@@ -381,7 +385,7 @@ def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_v
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             optimizer.step()
-            total += float(loss) * len(t) * loss_scale
+            total += float(loss.detach()) * len(t) * loss_scale
             count += len(t)
         pv, tv = _evaluate(prep, va, 64)
         val_mae = float(np.mean(np.abs(pv - tv)))
@@ -488,7 +492,9 @@ def card_markdown(card: dict) -> str:
              f"stopped by {t['stopped_by']}), batch {t['batch_size']}, lr {t['lr']}, {t['loss']}; wall time "
              f"{t['wall_time_s'] / 60:.1f} min",
              f"- Machine: {mach['device'].upper()} only; {mach['platform']}, {mach['cpu_count']} CPUs, "
-             f"{mach['torch_threads']} torch threads, torch {mach['torch']}",
+             f"{mach['torch_threads']} torch threads, torch {mach['torch']}"
+             + (f", nice {mach['nice']}, load average at end {mach['load_average_at_end']} ({mach['note']})"
+                if "note" in mach else ""),
              "", "| split | model MAE | composition baseline MAE |", "|---|---|---|",
              f"| validation | {m['val_mae']:.4f} {u} | {m['baseline_val_mae']:.4f} {u} |",
              f"| test | {m['test_mae']:.4f} {u} | {m['baseline_test_mae']:.4f} {u} |",
@@ -521,3 +527,31 @@ def load_zoo_model(folder):
         def predict(atoms_list):
             return adapter.predict(atoms_list).astype(float)
     return card, predict
+
+
+def zoo_readme(root) -> str:
+    """zoo/README.md: every model card in `root` with its test MAE next to the composition baseline."""
+    root = Path(root)
+    cards = [json.loads((f / CARD).read_text()) for f in sorted(root.iterdir()) if (f / CARD).is_file()]
+    lines = ["# QM9 model zoo", "",
+             "Models trained on one QM9 target each with `python -m cpd_core train` (property loss only, CPU). "
+             "Each folder holds the weights (`model.pt`: torch-geometric state dict, or `model.model`: pickled "
+             "mace-torch module), `card.json` (hyperparameters, irreps per layer, split with the test ids, "
+             "training history, machine, metrics, command) and `CARD.md`. Folders are registered as model ids "
+             "automatically (`python -m cpd_core models`). Baseline: least squares on element counts + intercept "
+             "fitted on the same training split, evaluated on the same test split. `train_state.pt` (resume "
+             "state) is not shipped.", "",
+             "| model | arch | target (readout) | n_train / val / test | epochs | wall time | val MAE | test MAE | "
+             "baseline test MAE |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in cards:
+        m, s, t = c["metrics"], c["split"], c["training"]
+        lines.append(f"| `{c['id']}` | {c['arch']} ({c['n_parameters']:,} params) | {c['target']} ({c['readout']}) "
+                     f"| {s['n_train']} / {s['n_val']} / {s['n_test']} | {t['epochs_run']} | "
+                     f"{t['wall_time_s'] / 60:.1f} min | {m['val_mae']:.3f} {c['units']} | "
+                     f"**{m['test_mae']:.3f} {c['units']}** | {m['baseline_test_mae']:.3f} {c['units']} |")
+    lines += ["", "## Commands", ""]
+    for c in cards:
+        lines += [f"- `{c['id']}`: `OMP_NUM_THREADS=2 {c['command']}`"]
+    lines += ["", "Rerunning a command resumes from its `train_state.pt` (if present) after the last saved epoch.",
+              ""]
+    return "\n".join(lines)

@@ -66,7 +66,48 @@ FOUNDATION = {
     "mace-off-large": _foundation("mace_off", "large", "MACE-OFF23_large.model", 192, 2, 5.0, _OFF_ELEMENTS),
 }
 
-MODEL_IDS = (SPICE_ID, *FOUNDATION)
+ZOO_WEIGHTS = "model.model"
+
+
+def zoo_models() -> dict[str, Path]:
+    """model id -> folder, for every `<zoo>/*/` holding `model.model` (a pickled mace-torch module written by
+    `cpd_core.training`) and a `card.json` with arch "mace" (the zoo is `CPD_ZOO_DIR`, default `<repo>/zoo`)."""
+    import json
+
+    from cpd_core.paths import REPO_ROOT
+
+    root = Path(os.environ.get("CPD_ZOO_DIR", REPO_ROOT / "zoo"))
+    found: dict[str, Path] = {}
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not (folder / ZOO_WEIGHTS).is_file() or not (folder / "card.json").is_file():
+            continue
+        try:
+            card = json.loads((folder / "card.json").read_text())
+        except json.JSONDecodeError:
+            continue
+        if card.get("arch") == "mace":
+            found.setdefault(str(card.get("id", folder.name)), folder)
+    return found
+
+
+def _zoo_info(model_id: str, folder: Path) -> ModelInfo:
+    """ModelInfo of a zoo MACE from its card alone (no unpickling)."""
+    import json
+
+    card = json.loads((folder / "card.json").read_text())
+    path = folder / ZOO_WEIGHTS
+    extra = {k: card[k] for k in ("target", "units", "dataset", "metrics", "readout") if k in card}
+    return ModelInfo(
+        id=model_id, family=FAMILY, elements=tuple(card.get("elements", ())),
+        cutoff=float(card["hparams"]["r_max"]), layers=dict(card["layers"]), weights_source=str(path),
+        weights_hash=_weights_hash(path), description=card.get("description", f"MACE from the zoo ({folder.name})"),
+        input="molecules", notes=" ".join(filter(None, [card.get("notes", ""), _notes()])), extra=extra,
+    )
+
+
+MODEL_IDS = (SPICE_ID, *FOUNDATION, *(i for i in zoo_models() if i != SPICE_ID and i not in FOUNDATION))
 
 
 # --------------------------------------------------------------------------------------------- imports, files
@@ -116,6 +157,9 @@ def _local_file(model_id: str) -> Path | None:
     if model_id.startswith(FILE_PREFIX):
         path = Path(model_id[len(FILE_PREFIX):]).expanduser()
         return path if path.is_file() else None
+    zoo = zoo_models()
+    if model_id in zoo:
+        return zoo[model_id] / ZOO_WEIGHTS
     raise CPDInputError(f"Unknown MACE model '{model_id}'. Known: {', '.join(MODEL_IDS)}, or {FILE_PREFIX}<path>.")
 
 
@@ -236,6 +280,9 @@ def describe(model_id: str) -> ModelInfo:
         )
     if model_id.startswith(FILE_PREFIX):
         return load_mace_file(model_id[len(FILE_PREFIX):]).info
+    zoo = zoo_models()
+    if model_id in zoo:
+        return _zoo_info(model_id, zoo[model_id])
     raise CPDInputError(f"Unknown MACE model '{model_id}'. Known: {', '.join(MODEL_IDS)}, or {FILE_PREFIX}<path>.")
 
 
