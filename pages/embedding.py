@@ -1,0 +1,111 @@
+"""Embedding map: PCA or UMAP of raw and residual representations, linked to a 3D structure view."""
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from cpd_core import analysis
+from cpd_core.data.composition import composition_matrix
+from pages import common
+
+sel = common.selection()
+st.title("Embedding map")
+st.markdown("Each point is a structure. Left: the representation as it is; right: the residual after removing "
+            "everything linear in composition. Click a point (or pick one below) to see the structure.")
+
+structures = common.structures_or_stop(sel)
+models = common.ready_models(sel, structures)
+with common.guard("Loading representations"):
+    feats = common.features(sel, structures, models)
+    comp = analysis.composition_table(structures)
+c1, c2, c3, c4 = st.columns([1.2, 1.2, 0.8, 1.2])
+with c1:
+    model = common.widget("selectbox", "Model", "emb_model", models[0], models)
+keys = [f"{layer}/{channel}" for m, layer, channel in feats if m == model]
+with c2:
+    where = common.widget("selectbox", "Layer / channel", "emb_layer", keys[-1] if keys else None, keys)
+with c3:
+    method = common.widget("radio", "Method", "emb_method", "pca", ("pca", "umap"), format_func=str.upper,
+                           horizontal=True)
+colour_options = list(structures.targets) + [c for c in comp.columns if c != "formula"]
+with c4:
+    colour = common.widget("selectbox", "Colour by", "emb_colour",
+                           sel.target if sel.target in colour_options else colour_options[0], colour_options)
+layer, channel = where.split("/")
+H = feats[(model, layer, channel)]
+C, _ = composition_matrix(structures, sel.composition)
+with common.guard("The map"):
+    maps = {}
+    for residual in (False, True):
+        maps[residual] = common.compute(
+            ("map", common.fingerprint(structures), model, layer, channel, sel.pooling, sel.invariant, sel.composition,
+             method, residual, sel.seed),
+            f"{method.upper()} of the {'residual' if residual else 'raw'} representation"
+            + (" (UMAP takes ~10-30 s the first time)" if method == "umap" else ""),
+            lambda p, residual=residual: analysis.embedding_map(H, method, residual, C, seed=sel.seed))
+
+point_key = "emb_point"
+n = len(structures)
+
+
+def _on_select(chart_key: str) -> None:
+    state = st.session_state.get(chart_key)
+    points = (state or {}).get("selection", {}).get("points", []) if state else []
+    if points:
+        idx = points[0].get("customdata", [None])[0]
+        if idx is not None:
+            st.session_state[point_key] = int(idx)
+
+
+if colour in structures.targets:
+    values, colour_label = structures.table[colour], common.target_label(structures, colour)
+else:
+    values, colour_label = comp[colour], colour
+hover = {"formula": comp["formula"], "id": structures.table["id"]}
+if "smiles" in structures.table:
+    hover["smiles"] = structures.table["smiles"]
+current = common.initial(point_key, 0)
+current = current if isinstance(current, int) and 0 <= current < n else 0
+cols = st.columns(2)
+for col, residual in zip(cols, (False, True)):
+    frame = maps[residual].assign(colour=values.to_numpy(), index=range(n), **{k: v.to_numpy() for k, v in hover.items()})
+    explained = maps[residual].attrs.get("explained")
+    axis = (lambda i: f"PC{i + 1} ({explained[i]:.0%})") if explained else (lambda i: f"UMAP {i + 1}")
+    fig = px.scatter(frame, x="x", y="y", color="colour", custom_data=["index"], hover_data=list(hover),
+                     color_continuous_scale="Viridis", labels={"colour": colour_label, "x": axis(0), "y": axis(1)},
+                     title=("Residual (composition removed)" if residual else "Raw representation"))
+    fig.update_traces(marker=dict(size=6, opacity=0.8))
+    fig.add_scatter(x=[frame["x"][current]], y=[frame["y"][current]], mode="markers", showlegend=False,
+                    customdata=[[current]], hoverinfo="skip", name="selected",
+                    marker=dict(size=17, symbol="circle-open", color="#d62728", line=dict(width=3)))
+    fig.update_layout(height=430, coloraxis_colorbar=dict(title=colour_label))
+    chart_key = f"emb_chart_{'res' if residual else 'raw'}"
+    with col:
+        common.chart(
+            fig, f"embedding_{model}_{layer}_{channel}_{method}_{'residual' if residual else 'raw'}",
+            ("How to read it: nearby points have similar residual representations. If colour still forms smooth "
+             "bands here, the model encodes this quantity beyond composition."
+             if residual else
+             "How to read it: nearby points have similar representations. Colouring by element counts "
+             "(count_*) usually shows clusters by composition; compare with the residual map on the right. "
+             "The red ring marks the selected structure."),
+            key=chart_key, on_select=lambda k=chart_key: _on_select(k), selection_mode="points")
+
+st.subheader("Structure")
+labels = structures.table["smiles"] if "smiles" in structures.table else comp["formula"]
+if n <= 5000:
+    idx = common.widget("selectbox", "Selected structure (or click a point above)", point_key, 0, list(range(n)),
+                        format_func=lambda i: f"{i}: {comp['formula'][i]} · {labels[i]}")
+else:
+    idx = common.widget("number_input", "Selected structure index (or click a point above)", point_key, 0,
+                        min_value=0, max_value=n - 1)
+left, right = st.columns([1.3, 1])
+with left:
+    common.structure_viewer(structures, idx)
+with right:
+    record = analysis.structure_record(structures, idx)
+    st.markdown(f"**{record['formula']}**" + (f" · `{record['smiles']}`" if "smiles" in record else "")
+                + f" · {record['id']}")
+    common.table(pd.DataFrame({"property": list(record),
+                               "value": [f"{v:.6g}" if isinstance(v, float) else str(v) for v in record.values()]}),
+                 f"structure_{record['id']}")

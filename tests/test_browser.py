@@ -1,0 +1,178 @@
+"""The dashboard in a real browser: `streamlit run app.py` on a free local port, driven by Debian's Chromium
+through Playwright. Every page must draw a chart without an exception box; a sidebar change must redraw the chart,
+reach the URL and survive a page switch; clicking a point on the embedding map must select that structure.
+
+Needs /usr/bin/chromium (`apt-get install -y chromium`); the test FAILS without it. Screenshots go to
+test-artifacts/screenshots/; with CPD_UPDATE_SCREENSHOTS=1 the README's ones in docs/screenshots/ are refreshed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(1800)]
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CPD_CHROMIUM", "/usr/bin/chromium")
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SMALL = "n=200"
+PAGES = [  # (url path with query, screenshot name, charts expected at least)
+    (f"?{SMALL}", "disentanglement", 1),
+    (f"layers?{SMALL}&models=ani2x-aev,ani2x-nets", "layers", 1),
+    (f"routing?{SMALL}&models=ani2x-aev,mace-spice", "routing", 1),
+    (f"probes?{SMALL}&probes_list=ridge,gbt", "probes", 1),
+    (f"sample_efficiency?{SMALL}", "sample_efficiency", 1),
+    (f"embedding?{SMALL}", "embedding", 2),
+    (f"data?{SMALL}", "data", 2),
+]
+WAIT_MS = 420_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    log = open(SHOTS.parent / "streamlit-server.log", "w")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start (see {log.name})")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `apt-get update && apt-get install -y "
+                    "chromium` (the browser test needs Debian's Chromium; it never downloads one).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 1400})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def wait_idle(pg, timeout: float = WAIT_MS / 1000) -> None:
+    """Until the app is not running (Streamlit shows its status widget while a script runs)."""
+    deadline = time.time() + timeout
+    quiet = 0
+    while time.time() < deadline:
+        running = pg.locator('[data-testid="stStatusWidget"]').count() > 0
+        quiet = 0 if running else quiet + 1
+        if quiet >= 3:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the app kept running")
+
+
+def open_and_check(pg, url: str, charts: int) -> None:
+    pg.goto(url)
+    pg.wait_for_selector(".js-plotly-plot", timeout=WAIT_MS)
+    wait_idle(pg)
+    pg.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {charts}", timeout=60_000)
+    exceptions = pg.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+    assert pg.locator('[data-testid="stSidebar"]').get_by_text("CPD Explorer").count() == 1
+
+
+def shot(pg, name: str) -> Path:
+    path = SHOTS / f"{name}.png"
+    pg.screenshot(path=str(path))
+    return path
+
+
+@pytest.mark.parametrize("path, name, charts", PAGES, ids=[p[1] for p in PAGES])
+def test_page_renders_a_chart(server, page, path, name, charts):
+    open_and_check(page, f"{server}/{path}", charts)
+    if name == "embedding":  # the 3D viewer iframe is there too
+        assert page.locator("iframe").count() >= 1
+    saved = shot(page, name)
+    if os.environ.get("CPD_UPDATE_SCREENSHOTS") == "1" and name in ("disentanglement", "embedding", "routing"):
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(saved, DOCS_SHOTS / saved.name)
+
+
+def test_selection_redraws_reaches_url_and_persists(server, page):
+    open_and_check(page, f"{server}/?{SMALL}", 1)
+    assert page.locator(".js-plotly-plot .gtitle").first.text_content().startswith("gap")
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text="Target").click()
+    page.get_by_role("option", name="dipole", exact=True).click()
+    page.wait_for_selector(".js-plotly-plot .gtitle:has-text('dipole')", timeout=WAIT_MS)
+    wait_idle(page)
+    assert "target=dipole" in page.url and "n=200" in page.url
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot(page, "disentanglement_dipole")
+    # switch page through the sidebar navigation: the choice and the URL carry over
+    page.get_by_test_id("stSidebarNav").get_by_text("Layers").click()
+    page.wait_for_selector(".js-plotly-plot .gtitle:has-text('dipole')", timeout=WAIT_MS)
+    wait_idle(page)
+    assert "/layers" in page.url and "target=dipole" in page.url
+    assert page.locator('[data-testid="stException"]').count() == 0
+    # the shared link reopens the same view in a fresh session
+    other = page.context.new_page()
+    open_and_check(other, page.url, 1)
+    assert "dipole" in other.locator(".js-plotly-plot .gtitle").first.text_content()
+    other.close()
+
+
+def test_clicking_a_point_selects_its_structure(server, page):
+    open_and_check(page, f"{server}/embedding?{SMALL}", 2)
+    before = page.get_by_test_id("stMarkdown").filter(has_text="qm9-").last.inner_text()
+    points = page.locator(".js-plotly-plot").first.locator(".scatterlayer .trace").first.locator(".point")
+    assert points.count() == 200
+    box = points.nth(37).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url("**emb_point=*", timeout=120_000)
+    wait_idle(page)
+    after = page.get_by_test_id("stMarkdown").filter(has_text="qm9-").last.inner_text()
+    assert after != before
+    assert page.locator('[data-testid="stException"]').count() == 0
+    shot(page, "embedding_selected")
