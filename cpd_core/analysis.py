@@ -121,11 +121,12 @@ def supported_subset(structures: StructureSet, model_ids: Iterable[str]) -> tupl
 # ---------------------------------------------------------------------------------------------- features
 def feature_sets(structures: StructureSet, model_ids: Iterable[str], pooling: str = "mean",
                  invariant: str = "pooled_norm", progress: AnalysisProgress | None = None,
-                 combined: bool = True) -> dict[tuple[str, str, str], np.ndarray]:
+                 combined: bool | str = True) -> dict[tuple[str, str, str], np.ndarray]:
     """{(model, layer, channel): (n, d)} per-structure representations, from the cache (computed if missing).
 
     channel: `L<l>` for each irrep degree of the layer (L>0 through `invariant`), and `all` (the layer's
-    channels side by side) when a layer has more than one L and `combined` is set.
+    channels side by side) when a layer has more than one L and `combined` is set; with
+    `combined="always"` every layer gets an `all` entry (equal to L0 for scalar-only layers).
     """
     from cpd_core.cache import cached_invariants
     from cpd_core.models import describe_model
@@ -145,7 +146,7 @@ def feature_sets(structures: StructureSet, model_ids: Iterable[str], pooling: st
                 H = arrays[feature_key(layer, l, pooling, invariant)]
                 out[(m, layer, f"L{l}")] = H
                 blocks.append(H)
-            if combined and len(blocks) > 1:
+            if (combined and len(blocks) > 1) or combined == "always":
                 out[(m, layer, "all")] = np.hstack(blocks)
     return out
 

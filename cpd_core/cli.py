@@ -205,7 +205,7 @@ def train(
 @friendly_errors
 def report(
     out: Path = typer.Option(Path("reports/latest"), help="Output folder (report.md, report.html, CSVs)"),
-    size: str = typer.Option("small", help="small (minutes here) | full (real runs)"),
+    size: str = typer.Option("small", help="small (minutes here) | medium | full (real runs)"),
     qm9_n: Optional[int] = typer.Option(None, help="Override the number of QM9 molecules"),
     models: Optional[str] = typer.Option(None, help="Comma-separated QM9 model ids (default: the preset's)"),
 ):

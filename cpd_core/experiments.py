@@ -9,7 +9,7 @@
 7. task_alignment         the same architecture trained on gap vs energy, R²_geom for the gap
 8. protocol_sensitivity   the headline R²_geom under protocol variants
 
-All take a StructureSet and model ids; features come from the cache (`cpd_core.features`).
+All take a StructureSet and model ids; representations come from the cache through `cpd_core.analysis`.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
-from cpd_core.cpd import cpd_grid, cpd_scores, composition_control_target, fold_indices, results_table, \
+from cpd_core import analysis
+from cpd_core.cpd import cpd_scores, composition_control_target, fold_indices, results_table, \
     sample_efficiency
 from cpd_core.data.composition import composition_matrix
 from cpd_core.data.structures import StructureSet
 from cpd_core.errors import CPDInputError
-from cpd_core.features import layer_depths, model_features
 from cpd_core.models import describe_model
-from cpd_core.probes import RidgeProbe, make_probe
+from cpd_core.probes import RidgeProbe
 from cpd_core.projection import CompositionProjector
 
 EQUIVARIANT_FAMILIES = ("tensor-product equivariant", "vector-scalar equivariant")
@@ -41,27 +40,35 @@ def _targets(structures: StructureSet, targets) -> tuple[np.ndarray, list[str]]:
     return np.column_stack([structures.target_values(t) for t in names]), names
 
 
+def _model_features(model_id, structures, pooling="mean", invariant="pooled_norm"):
+    """{(layer, channel): (n, d)} of one model, with an `all` channel for every layer."""
+    sets = analysis.feature_sets(structures, [model_id], pooling, invariant, combined="always")
+    return {(layer, channel): H for (_, layer, channel), H in sets.items()}
+
+
 def disentanglement(structures: StructureSet, model_ids, targets, probes=("ridge",), pooling="mean",
                     invariant="pooled_norm", folds=5, seed=0, composition="counts", channels=None,
-                    progress=None) -> pd.DataFrame:
-    """Every (model, layer, channel) x target x probe. Nonlinear probes run on channel 'all' only (cost)."""
-    C, _ = composition_matrix(structures, composition)
-    Y, names = _targets(structures, targets)
+                    progress=None, nonlinear_targets=None, nonlinear_layers="all") -> pd.DataFrame:
+    """Every (model, layer, channel) x target x probe, as `analysis.disentanglement` tables.
+
+    Nonlinear probes (MLP, GBT) are costly: they run on channel 'all' only, on every layer or only the last
+    (`nonlinear_layers='last'`), and on `nonlinear_targets` (default: all targets)."""
+    _targets(structures, targets)
     frames = []
     for m, model_id in enumerate(model_ids):
-        info = describe_model(model_id)
-        feats = model_features(model_id, structures, pooling, invariant)
+        feats = analysis.feature_sets(structures, [model_id], pooling, invariant, combined="always")
         if channels is not None:
-            feats = {k: v for k, v in feats.items() if k[1] in channels}
-        depth = layer_depths(model_id)
+            feats = {k: v for k, v in feats.items() if k[2] in channels}
+        last = list(describe_model(model_id).layers)[-1]
         for probe in probes:
-            sets = feats if probe == "ridge" else {k: v for k, v in feats.items() if k[1] == "all"}
-            table = cpd_grid({(model_id, *k): v for k, v in sets.items()}, C, Y, names, probe=probe, folds=folds,
-                             seed=seed)
-            table["family"] = info.family
-            table["depth"] = table["layer"].map(depth)
-            table["pooling"], table["invariant"], table["composition"] = pooling, invariant, composition
-            frames.append(table)
+            sets, names = feats, list(targets)
+            if probe != "ridge":
+                sets = {k: v for k, v in feats.items()
+                        if k[2] == "all" and (nonlinear_layers == "all" or k[1] == last)}
+                names = [t for t in targets if nonlinear_targets is None or t in nonlinear_targets]
+            if names:
+                frames.append(analysis.disentanglement(structures, [model_id], names, probe, pooling, invariant,
+                                                       folds, seed, composition, features=sets))
         if progress is not None:
             progress(m + 1, len(model_ids))
     return pd.concat(frames, ignore_index=True)
@@ -69,9 +76,7 @@ def disentanglement(structures: StructureSet, model_ids, targets, probes=("ridge
 
 def best_layer(table: pd.DataFrame, channel: str = "all") -> pd.DataFrame:
     """For each model, target and probe: the layer with the highest R²_geom on `channel`."""
-    sub = table[table.channel == channel]
-    idx = sub.groupby(["model", "target", "probe"])["r2_geom"].idxmax()
-    return sub.loc[idx].reset_index(drop=True)
+    return analysis.best_layer(table, "r2_geom", [channel])
 
 
 def routing(table: pd.DataFrame) -> pd.DataFrame:
@@ -89,7 +94,7 @@ def tree_inflation(structures: StructureSet, model_ids, pooling="mean", invarian
     names = [f"control_{k}" for k in kinds]
     rows = []
     for model_id in model_ids:
-        feats = model_features(model_id, structures, pooling, invariant)
+        feats = _model_features(model_id, structures, pooling, invariant)
         last = list(describe_model(model_id).layers)[-1]
         H = feats[(last, "all")]
         for probe in ("ridge", "gbt", "mlp"):
@@ -114,7 +119,7 @@ def sample_efficiency_exp(structures: StructureSet, model_ids, target="gap", siz
             best = best_layer(layer_table[(layer_table.probe == "ridge") & (layer_table.model == model_id)
                                           & (layer_table.target == target)])
             layer = best.layer.iloc[0] if len(best) else layer
-        H = model_features(model_id, structures, pooling, invariant)[(layer, "all")]
+        H = _model_features(model_id, structures, pooling, invariant)[(layer, "all")]
         table = sample_efficiency(H, C, y, sizes, [target], folds=folds, seeds=seeds, seed=seed)
         table["model"], table["layer"] = model_id, layer
         frames.append(table)
@@ -172,7 +177,7 @@ def isomer_benchmark(structures: StructureSet, model_ids, target="gap", pooling=
     rows = []
     for model_id in model_ids:
         last = list(describe_model(model_id).layers)
-        feats = model_features(model_id, structures, pooling, invariant)
+        feats = _model_features(model_id, structures, pooling, invariant)
         for layer in last[-1:]:
             H = feats[(layer, "all")]
             scores = {"composition projection": [], "residual": [], "full": []}
@@ -231,7 +236,7 @@ def protocol_sensitivity(structures: StructureSet, model_ids, target="gap", laye
     rows = []
     for model_id in model_ids:
         chosen = layer or list(describe_model(model_id).layers)[-1]
-        H = model_features(model_id, structures, pooling, invariant)[(chosen, "all")]
+        H = _model_features(model_id, structures, pooling, invariant)[(chosen, "all")]
         for name, variant in PROTOCOLS.items():
             variant = dict(variant)
             C, _ = composition_matrix(structures, variant.pop("composition", "counts"))
