@@ -69,8 +69,14 @@ class ReportConfig:
         raise ValueError(f"Unknown report size '{size}'; choose small, medium or full.")
 
 
+RESULTS_VERSION = 2  # bump when probe or projection defaults change, so cached results are not reused
+
+
 def _cached_table(name: str, key: dict, compute) -> pd.DataFrame:
-    """A result table cached as Parquet under cache/results, keyed by the experiment's inputs."""
+    """A result table cached as Parquet under cache/results, keyed by the experiment's inputs and defaults."""
+    from cpd_core.probes import DEFAULT_ALPHAS
+
+    key = {**key, "results_version": RESULTS_VERSION, "alphas": [float(a) for a in DEFAULT_ALPHAS]}
     digest = hashlib.sha256(json.dumps({"name": name, **key}, sort_keys=True, default=str).encode()).hexdigest()[:20]
     folder = cache_dir() / "results"
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cpd_core.cpd import composition_control_target, cpd_scores, fold_indices, sample_efficiency
 from cpd_core.errors import CPDInputError
-from cpd_core.probes import FoldScaler, RidgeProbe, make_probe
+from cpd_core.probes import DEFAULT_ALPHAS, FoldScaler, RidgeProbe, make_probe
 from cpd_core.projection import CompositionProjector
 
 
@@ -50,7 +50,7 @@ def test_ridge_probe_matches_sklearn_ridgecv():
         y = X[:, :4].sum(axis=1) + 0.3 * rng.normal(size=n)
         ours = RidgeProbe().fit(X, y)
         Z = StandardScaler().fit_transform(X)
-        ref = RidgeCV(alphas=np.logspace(-3, 5, 20)).fit(Z, (y - y.mean()) / y.std())
+        ref = RidgeCV(alphas=DEFAULT_ALPHAS).fit(Z, (y - y.mean()) / y.std())
         assert ours.alpha_[0] == pytest.approx(ref.alpha_)
         np.testing.assert_allclose(ours.predict(X), ref.predict(Z) * y.std() + y.mean(), atol=1e-8)
 
@@ -194,11 +194,11 @@ def test_ridge_gcv_matches_brute_force_generalised_cross_validation():
     Z = StandardScaler().fit_transform(X)
     ys = (y - y.mean()) / y.std()
     scores = []
-    for alpha in np.logspace(-3, 5, 20):
+    for alpha in DEFAULT_ALPHAS:
         hat = Z @ np.linalg.solve(Z.T @ Z + alpha * np.eye(d), Z.T)
         resid = ys - hat @ ys
         scores.append((resid @ resid) / n / (1 - (np.trace(hat) + 1) / n) ** 2)
-    assert probe.alpha_[0] == pytest.approx(np.logspace(-3, 5, 20)[int(np.argmin(scores))])
+    assert probe.alpha_[0] == pytest.approx(DEFAULT_ALPHAS[int(np.argmin(scores))])
     np.testing.assert_allclose(probe.cv_mse_[:, 0], scores, rtol=1e-8)
     with pytest.raises(CPDInputError, match="criterion"):
         RidgeProbe(criterion="aic").fit(X, y)
