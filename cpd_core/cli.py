@@ -208,6 +208,7 @@ def report(
     size: str = typer.Option("small", help="small (minutes here) | medium | full (real runs)"),
     qm9_n: Optional[int] = typer.Option(None, help="Override the number of QM9 molecules"),
     models: Optional[str] = typer.Option(None, help="Comma-separated QM9 model ids (default: the preset's)"),
+    mp_models: Optional[str] = typer.Option(None, help="Comma-separated MP model ids; '' for none"),
 ):
     """Run the paper's experiments and write a Markdown + HTML report with claims, tables and figures."""
     from cpd_core.report import ReportConfig, run_experiments, write_report
@@ -220,9 +221,12 @@ def report(
         config.qm9_n = qm9_n
     if models:
         config.qm9_models = [m.strip() for m in models.split(",") if m.strip()]
+    if mp_models is not None:
+        config.mp_models = [m.strip() for m in mp_models.split(",") if m.strip()]
     start = time.perf_counter()
-    tables = run_experiments(config, log=lambda msg: typer.echo(msg, err=True))
-    path = write_report(tables, config, out, time.perf_counter() - start)
+    timings: dict = {}
+    tables = run_experiments(config, log=lambda msg: typer.echo(msg, err=True), timings=timings)
+    path = write_report(tables, config, out, time.perf_counter() - start, sum(timings.values()))
     typer.echo(f"wrote {path} and {path.with_suffix('.html')}")
 
 

@@ -72,8 +72,10 @@ class ReportConfig:
 RESULTS_VERSION = 2  # bump when probe or projection defaults change, so cached results are not reused
 
 
-def _cached_table(name: str, key: dict, compute) -> pd.DataFrame:
-    """A result table cached as Parquet under cache/results, keyed by the experiment's inputs and defaults."""
+def _cached_table(name: str, key: dict, compute, timings: dict | None = None) -> pd.DataFrame:
+    """A result table cached as Parquet under cache/results, keyed by the experiment's inputs and defaults.
+
+    The seconds it took to compute are kept beside it and reported in `timings` (also when read from cache)."""
     from cpd_core.probes import DEFAULT_ALPHAS
 
     key = {**key, "results_version": RESULTS_VERSION, "alphas": [float(a) for a in DEFAULT_ALPHAS]}
@@ -81,20 +83,31 @@ def _cached_table(name: str, key: dict, compute) -> pd.DataFrame:
     folder = cache_dir() / "results"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-{digest}.parquet"
+    seconds_path = path.with_suffix(".seconds")
     if path.is_file():
         try:
-            return pd.read_parquet(path)
+            table = pd.read_parquet(path)
+            if timings is not None:
+                timings[name] = float(seconds_path.read_text()) if seconds_path.is_file() else float("nan")
+            return table
         except Exception:  # unreadable: recompute
             path.unlink(missing_ok=True)
+    start = time.perf_counter()
     table = compute()
+    seconds = time.perf_counter() - start
     tmp = path.with_suffix(".tmp")
     table.to_parquet(tmp, index=False)
     tmp.replace(path)
+    seconds_path.write_text(f"{seconds:.1f}")
+    if timings is not None:
+        timings[name] = seconds
     return table
 
 
-def run_experiments(config: ReportConfig, log=print) -> dict[str, pd.DataFrame]:
-    """Every experiment of `cpd_core.experiments` at the configured size; {name: tidy table}."""
+def run_experiments(config: ReportConfig, log=print, timings: dict | None = None) -> dict[str, pd.DataFrame]:
+    """Every experiment of `cpd_core.experiments` at the configured size; {name: tidy table}.
+
+    `timings` (if given) receives the compute seconds of every table, including those read from cache."""
     qm9 = load_dataset("qm9", n=config.qm9_n, seed=config.seed)
     base = {"qm9": qm9.fingerprint(), "folds": config.folds, "seed": config.seed}
     tables: dict[str, pd.DataFrame] = {}
@@ -102,7 +115,7 @@ def run_experiments(config: ReportConfig, log=print) -> dict[str, pd.DataFrame]:
     def step(name, key, fn):
         start = time.perf_counter()
         log(f"[{time.strftime('%H:%M:%S')}] {name} ...")
-        tables[name] = _cached_table(name, {**base, **key}, fn)
+        tables[name] = _cached_table(name, {**base, **key}, fn, timings)
         log(f"    {name}: {len(tables[name])} rows in {time.perf_counter() - start:.1f} s")
 
     per_model = []
@@ -267,7 +280,8 @@ def _figures(tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
     return [(title, fig.to_html(full_html=False, include_plotlyjs="cdn")) for title, fig in figs]
 
 
-def write_report(tables: dict[str, pd.DataFrame], config: ReportConfig, out: Path, seconds: float) -> Path:
+def write_report(tables: dict[str, pd.DataFrame], config: ReportConfig, out: Path, seconds: float,
+                 compute_seconds: float | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
@@ -275,11 +289,16 @@ def write_report(tables: dict[str, pd.DataFrame], config: ReportConfig, out: Pat
     claim_table.to_csv(out / "claims.csv", index=False)
     machine = (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
                f"{__import__('os').cpu_count()} CPU cores, Python {platform.python_version()}")
+    computed = "" if compute_seconds is None else (
+        f" The result tables took {compute_seconds / 60:.1f} min of computation in all (summed over the runs that "
+        "filled the result cache, extraction of representations included).")
     header = (f"# CPD Explorer report ({config.size})\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} in "
-              f"{seconds / 60:.1f} min on {machine}.\n\nQM9: {config.qm9_n} molecules (seed {config.seed}), models "
+              f"{seconds / 60:.1f} min on {machine}.{computed}\n\nQM9: {config.qm9_n} molecules (seed {config.seed}), models "
               f"{', '.join(config.qm9_models)}. Materials Project: {config.mp_n} crystals, models "
               f"{', '.join(config.mp_models) or 'none'}. {config.folds}-fold shuffled CV.\n\n"
-              f"Rerun: `python -m cpd_core report --size {config.size} --out {out}`\n")
+              f"Rerun: `python -m cpd_core report --size {config.size} --qm9-n {config.qm9_n} "
+              f"--models {','.join(config.qm9_models)} --mp-models '{','.join(config.mp_models)}' --out {out}` "
+              "(cached results are reused; delete cache/results to recompute)\n")
     sections = [("Claims", claim_table)] + [(name.replace("_", " ").capitalize(), t) for name, t in tables.items()
                                             if not name.startswith("disentanglement")]
     md = [header] + [f"## {title}\n\n{_md_table(table)}\n" for title, table in sections]
@@ -291,6 +310,7 @@ def write_report(tables: dict[str, pd.DataFrame], config: ReportConfig, out: Pat
              for title, table in sections]
     html += [f"<h2>{title}</h2>{div}" for title, div in _figures(tables)]
     (out / "report.html").write_text("\n".join(html + ["</body></html>"]))
-    (out / "config.json").write_text(json.dumps({**asdict(config), "seconds": seconds, "machine": machine},
+    (out / "config.json").write_text(json.dumps({**asdict(config), "seconds": seconds, "machine": machine,
+                                                 "compute_seconds": compute_seconds},
                                                 indent=1, default=list))
     return out / "report.md"
