@@ -6,10 +6,15 @@ last block keeps only scalars, so `interaction_5` *is* the readout input; there 
 
 The model's own modules compute everything except the edge convolutions, which are evaluated by
 `_FastConvolution`: the same e3nn `TensorProduct` ('uvu' paths, per-edge weights from the module's own radial
-MLP), regrouped so that no (edges x 3136) message tensor is materialised (several times faster on CPU). It is
-checked against the module's e3nn tensor product when the model is loaded. The radial MLP is evaluated once per
-undirected edge (both directions of an edge have the same length, hence the same weights). Force and stress heads
-and the energy readout are not run; everything runs under `torch.inference_mode`.
+MLP), regrouped by input irrep into small batched matmuls over chunks of edges, so that no (edges x 3136) message
+tensor is materialised (3-4x faster than the module on CPU). It is checked against the module's e3nn tensor
+product when the model is loaded, and the tests compare every layer with the unmodified model's states. The radial
+MLP runs once per undirected edge (both directions of an edge have the same length, hence the same weights).
+Force and stress heads and the energy readout are not run; everything runs under `torch.inference_mode`, with
+TorchScript's shape re-profiling off (every batch has new atom/edge counts).
+
+Threads: on a machine shared with other jobs, PyTorch's default OpenMP threads spin-wait at every small op and
+can be 10-20x slower with 2 threads than with 1; use `torch.set_num_threads(1)` there (or OMP_WAIT_POLICY=PASSIVE).
 
 SevenNet works on edge vectors only, so molecules need no cell: structures without pbc get every atom pair within
 the cutoff (no periodic images), as in `sevenn`'s own calculator.
@@ -33,6 +38,7 @@ from cpd_core.models.weights import local_weights
 MODEL_IDS = ("sevennet-0", "sevennet-l3i5")
 FAMILY = "tensor-product equivariant"
 CUTOFF = 5.0
+LARGE_MOLECULE = 400  # molecules with more atoms use a neighbour list instead of all pairs
 
 # Z in both checkpoints' type maps: 1..94 except Po, At, Rn, Fr, Ra (checked against the loaded model in the tests)
 _MISSING_Z = {84, 85, 86, 87, 88}
@@ -148,8 +154,8 @@ def _molecule_half_edges(numbers_counts: np.ndarray, positions: np.ndarray, cuto
     return i[keep], j[keep], vec[keep]
 
 
-def _periodic_half_edges(atoms: ase.Atoms, cutoff: float):
-    """Half of the periodic neighbour list: (i, j, vec) with i < j, or i == j and a lexicographically positive
+def _neighbour_list_half_edges(atoms: ase.Atoms, cutoff: float):
+    """Half of the (periodic) neighbour list: (i, j, vec) with i < j, or i == j and a lexicographically positive
     image shift; the other half is the same edges reversed."""
     if abs(atoms.cell.volume) < 1e-8 and atoms.pbc.all():
         raise CPDInputError(f"Structure {atoms.get_chemical_formula()} has pbc=True but no (or a flat) cell.")
@@ -175,17 +181,18 @@ def build_graph(atoms_list: list[ase.Atoms], cutoff: float):
     counts = np.array([len(a) for a in atoms_list], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     numbers = np.concatenate([a.numbers for a in atoms_list]).astype(np.int64)
-    periodic = np.array([bool(a.pbc.any()) for a in atoms_list])
+    # all-pairs numpy for molecules (no pbc) up to LARGE_MOLECULE atoms; a cell-list neighbour list otherwise
+    small = np.array([not a.pbc.any() for a in atoms_list]) & (counts <= LARGE_MOLECULE)
     parts = []
-    if (~periodic).any():
-        mol_idx = np.flatnonzero(~periodic)
+    if small.any():
+        mol_idx = np.flatnonzero(small)
         mol_pos = np.concatenate([atoms_list[k].positions for k in mol_idx])
         i, j, vec = _molecule_half_edges(counts[mol_idx], mol_pos, cutoff)
         # molecule-local concatenated index -> batch index
         local_to_global = np.concatenate([offsets[k] + np.arange(counts[k]) for k in mol_idx])
         parts.append((local_to_global[i], local_to_global[j], vec))
-    for k in np.flatnonzero(periodic):
-        i, j, vec = _periodic_half_edges(atoms_list[k], cutoff)
+    for k in np.flatnonzero(~small):
+        i, j, vec = _neighbour_list_half_edges(atoms_list[k], cutoff)
         parts.append((i + offsets[k], j + offsets[k], vec))
     if parts:
         hi = np.concatenate([p[0] for p in parts])
@@ -206,19 +213,20 @@ class _FastConvolution:
     """sevenn `IrrepsConvolution` (e3nn TensorProduct with 'uvu' instructions and per-edge weights, followed by
     a scatter-sum over receiving atoms and division by the module's denominator), regrouped by input irrep.
 
-    For input irrep block l1 (mul u, dim d1) every path (l1, l2 -> l3) is out[u, k] = path_weight * w_e[u] *
-    sum_ij x_src[u, i] Y_e[j] C^{l1 l2 l3}[i, j, k]. B_e = Y_e @ C (all paths of l1 side by side) is tiny per edge,
-    so the messages of a block are one batched matmul x_src (u x d1) @ B_e (d1 x K), scaled by the weights and
-    summed into the receiving atoms edge chunk by edge chunk. Columns are put into the module's irreps_out order
-    once, per atom."""
+    For input irrep block l1 (mul u, dim d1) every path (l1, l2 -> l3) is out[k, u] = path_weight * w_e[p, u] *
+    sum_ij x_src[i, u] Y_e[j] C^{l1 l2 l3}[i, j, k]. B_e = Y_e @ C (all paths of l1 side by side, path weights
+    folded in) is tiny per edge, so a block's messages are one batched matmul B_e (K x d1) @ x_src (d1 x u), times
+    the radial weights, summed into the receiving atoms chunk by chunk (a chunk stays in cache). Columns are put
+    into the module's irreps_out order once per call, per atom."""
 
-    def __init__(self, module, chunk: int = 1024):
+    def __init__(self, module, chunk: int = 128):
         import torch
         from e3nn import o3
 
         tp = module.convolution
         self.module = module
-        self.chunk = chunk
+        self.chunk = chunk  # undirected edges per message chunk (both directions are processed)
+        self.mlp_chunks = 16  # chunks per radial-MLP block
         ir1, ir2, irout = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
         for ins in tp.instructions:
             if ins.connection_mode != "uvu" or not ins.has_weight or tuple(ins.path_shape) != (ir1[ins.i_in1].mul, 1):
@@ -235,7 +243,8 @@ class _FastConvolution:
         in_slices, f_slices, out_slices = ir1.slices(), ir2.slices(), irout.slices()
         source_col = np.full(irout.dim, -1, dtype=np.int64)
         self.groups = []
-        col = 0
+        Cs, weight_order = [], []
+        col = t_offset = b_offset = 0
         for i1, members in sorted(by_input.items()):
             mul, d1 = ir1[i1].mul, ir1[i1].ir.dim
             widths = [irout[tp.instructions[n].i_out].ir.dim for n in members]
@@ -254,55 +263,102 @@ class _FastConvolution:
                 u, k = np.meshgrid(np.arange(mul), np.arange(d3), indexing="ij")
                 source_col[start + u * d3 + k] = col + (k0 + k) * mul + u
                 k0 += d3
+            path_of_k = torch.cat([torch.full((d3,), p, dtype=torch.long) for p, (_, d3, _) in enumerate(paths)])
             self.groups.append(dict(start=in_slices[i1].start, stop=in_slices[i1].stop, mul=mul, d1=d1, K=K,
-                                    C=C.permute(0, 2, 1).reshape(ir2.dim, K * d1).float(), paths=paths))
+                                    t_start=t_offset, t_stop=t_offset + mul * d1, b_start=b_offset,
+                                    b_stop=b_offset + K * d1, w_start=len(weight_order),
+                                    w_stop=len(weight_order) + len(paths) * mul, n_paths=len(paths),
+                                    path_of_k=path_of_k))
+            Cs.append(C.permute(0, 2, 1).reshape(ir2.dim, K * d1))
+            for _, _, w0 in paths:  # this group's path weights side by side: (paths, mul)
+                weight_order.extend(range(w0, w0 + mul))
+            t_offset += mul * d1
+            b_offset += K * d1
             col += mul * K
         assert (source_col >= 0).all() and col == irout.dim
+        assert sorted(weight_order) == list(range(tp.weight_numel))
         self.source_col = torch.from_numpy(source_col)
+        self.C = torch.cat(Cs, 1).float()  # filter (Y) -> B of every group, one matmul per edge chunk
+        self.weight_order = torch.tensor(weight_order)
+        # radial MLP with its last (linear) layer's columns put in weight_order once, so the weights come out
+        # grouped; same products and sums as the module's e3nn FullyConnectedNet
+        layers = list(module.weight_nn.children())
+        last = layers[-1] if layers else None
+        if last is not None and getattr(last, "act", "x") is None and hasattr(last, "var_out"):
+            scaled = last.weight.detach() / (last.h_in * last.var_in / last.var_out) ** 0.5
+            self._mlp_hidden = layers[:-1]
+            self._mlp_last = scaled[:, self.weight_order].contiguous()
+        else:  # not an e3nn FullyConnectedNet: run it as is and reorder its output
+            self._mlp_hidden = None
+            self._mlp_last = None
 
-    def __call__(self, x, edge_attr, weight, edge_src, edge_dst, n_half: int | None = None):
-        """Aggregated messages (atoms, irreps_out.dim). `weight` holds one row per edge, or, with `n_half`, one
-        row per undirected edge: edge n_half + k is edge k reversed and uses weight row k."""
+    def radial_weights(self, embedding):
+        """The module's radial MLP on edge embeddings, columns in `weight_order`."""
+        if self._mlp_hidden is None:
+            return self.module.weight_nn(embedding).index_select(1, self.weight_order)
+        h = embedding
+        for layer in self._mlp_hidden:
+            h = layer(h)
+        return h @ self._mlp_last
+
+    def __call__(self, x, edge_attr, edge_src, edge_dst, n_half: int, weights_for, ordered: bool = False):
+        """Aggregated messages (atoms, irreps_out.dim) = the module's forward. The edge list is symmetric: edge
+        n_half + k is edge k reversed. `weights_for(lo, hi)` gives the radial-MLP weights of undirected edges
+        lo..hi-1 (both directions have the same length, so the same weights), in the module's order or, with
+        `ordered`, in `weight_order` (see `radial_weights`); it is called block by block, so no (edges x weights)
+        tensor is ever held."""
         import torch
 
-        n_atoms, n_edges = x.shape[0], edge_attr.shape[0]
+        n_atoms = x.shape[0]
+        # each input block transposed once per call to (atoms, d1, mul), so gathered rows feed bmm contiguously
+        x_t = torch.cat([x[:, g["start"]:g["stop"]].view(n_atoms, g["mul"], g["d1"]).transpose(1, 2)
+                         .reshape(n_atoms, -1) for g in self.groups], 1)
         sums = [x.new_zeros(n_atoms, g["mul"] * g["K"]) for g in self.groups]
-        if n_half is None:
-            bounds = [(0, n_edges, 0)]
-        else:
-            bounds = [(0, n_half, 0), (n_half, n_edges, n_half)]
-        for lo, hi, w_shift in bounds:
-            for s in range(lo, hi, self.chunk):
-                e = min(hi, s + self.chunk)
+        block = self.chunk * self.mlp_chunks
+        for lo in range(0, n_half, self.chunk):
+            hi = min(n_half, lo + self.chunk)
+            if lo % block == 0:  # the radial MLP runs on larger blocks (better GEMMs), the messages on chunks
+                w_block = weights_for(lo, min(n_half, lo + block))
+                if not ordered:
+                    w_block = w_block.index_select(1, self.weight_order)
+            w = w_block[lo % block:lo % block + (hi - lo)]
+            for s, e in ((lo, hi), (n_half + lo, n_half + hi)):
                 m = e - s
-                xs = x.index_select(0, edge_src[s:e])
-                attr, w, dst = edge_attr[s:e], weight[s - w_shift:e - w_shift], edge_dst[s:e]
+                xs = x_t.index_select(0, edge_src[s:e])
+                B_all = edge_attr[s:e] @ self.C
+                dst = edge_dst[s:e]
                 for g, out in zip(self.groups, sums):
-                    mul = g["mul"]
-                    X = xs[:, g["start"]:g["stop"]].view(m, mul, g["d1"]).transpose(1, 2)  # (m, d1, mul)
-                    B = (attr @ g["C"]).view(m, g["K"], g["d1"])
-                    T = B * X if g["d1"] == 1 else torch.bmm(B, X)  # (m, K, mul)
-                    for k0, d3, w0 in g["paths"]:
-                        T[:, k0:k0 + d3].mul_(w[:, None, w0:w0 + mul])
+                    mul, d1, K = g["mul"], g["d1"], g["K"]
+                    X = xs[:, g["t_start"]:g["t_stop"]].view(m, d1, mul)
+                    B = B_all[:, g["b_start"]:g["b_stop"]].view(m, K, d1)
+                    W = w[:, g["w_start"]:g["w_stop"]].view(m, g["n_paths"], mul)  # (m, paths, mul)
+                    if d1 == 1:  # scalars in: x times each path's weights, then times B (outer product)
+                        T = (X * W).index_select(1, g["path_of_k"]).mul_(B)
+                    else:
+                        T = torch.bmm(B, X).mul_(W.index_select(1, g["path_of_k"]))  # (m, K, mul)
                     out.index_add_(0, dst, T.view(m, -1))
         return torch.cat(sums, 1).index_select(1, self.source_col).div(self.module.denominator)
 
-    def check(self, seed: int = 0):
-        """Compare with the module's own e3nn tensor product + scatter on random inputs."""
+    def check(self, seed: int = 0) -> float:
+        """Relative difference to the module's own e3nn tensor product + scatter on random inputs."""
         import torch
         from sevenn.nn.convolution import message_gather
 
         tp = self.module.convolution
         g = torch.Generator().manual_seed(seed)
-        n_atoms, n_edges = 7, 40
+        n_atoms, n_half = 7, 300  # more than one chunk
         x = torch.randn(n_atoms, tp.irreps_in1.dim, generator=g)
-        attr = torch.randn(n_edges, tp.irreps_in2.dim, generator=g)
-        w = torch.randn(n_edges, tp.weight_numel, generator=g)
-        src = torch.randint(0, n_atoms, (n_edges,), generator=g)
-        dst = torch.randint(0, n_atoms, (n_edges,), generator=g)
-        ref = message_gather(x, dst, tp(x[src], attr, w)).div(self.module.denominator)
-        new = self(x, attr, w, src, dst)
+        attr = torch.randn(2 * n_half, tp.irreps_in2.dim, generator=g)
+        w = torch.randn(n_half, tp.weight_numel, generator=g)
+        src = torch.randint(0, n_atoms, (n_half,), generator=g)
+        dst = torch.randint(0, n_atoms, (n_half,), generator=g)
+        src, dst = torch.cat([src, dst]), torch.cat([dst, src])
+        ref = message_gather(x, dst, tp(x[src], attr, torch.cat([w, w]))).div(self.module.denominator)
+        new = self(x, attr, src, dst, n_half, lambda lo, hi: w[lo:hi])
         err = float((ref - new).abs().max() / ref.abs().max().clamp_min(1e-12))
+        emb = torch.rand(50, self.module.weight_nn.hs[0], generator=g)
+        ref_w = self.module.weight_nn(emb).index_select(1, self.weight_order)
+        err = max(err, float((ref_w - self.radial_weights(emb)).abs().max() / ref_w.abs().max().clamp_min(1e-12)))
         if err > 1e-4:
             raise RuntimeError(f"fast convolution differs from e3nn's by {err:.2e}")
         return err
@@ -386,9 +442,9 @@ class SevenNetAdapter(ModelAdapter):
             fast = self._convolutions.get(name)
             if fast is not None:
                 emb = data[KEY.EDGE_EMBEDDING]
-                weights = module.weight_nn(emb[:n_half])  # both directions of an edge share its length
-                data[KEY.NODE_FEATURE] = fast(data[KEY.NODE_FEATURE], data[KEY.EDGE_ATTR], weights,
-                                              data[KEY.EDGE_IDX][1], data[KEY.EDGE_IDX][0], n_half)
+                data[KEY.NODE_FEATURE] = fast(data[KEY.NODE_FEATURE], data[KEY.EDGE_ATTR], data[KEY.EDGE_IDX][1],
+                                              data[KEY.EDGE_IDX][0], n_half,
+                                              lambda lo, hi, f=fast: f.radial_weights(emb[lo:hi]), ordered=True)
             else:
                 data = module(data)
             layer = self._gate_to_layer.get(name)
@@ -400,7 +456,9 @@ class SevenNetAdapter(ModelAdapter):
         import torch
 
         self.check_structures(atoms_list)
-        with torch.inference_mode():
+        # optimized_execution(False): TorchScript would otherwise re-profile e3nn's scripted modules for every new
+        # number of atoms/edges (every batch), which costs more than it gains here
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
             states, _ = self._run(list(atoms_list))
         return {layer: states[layer].float().numpy().copy() for layer in self.info.layers}
 
@@ -410,7 +468,7 @@ class SevenNetAdapter(ModelAdapter):
         import torch
 
         KEY = self.KEY
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
             _, data = self._run(list(atoms_list))
             data[KEY.NODE_FEATURE] = torch.from_numpy(np.asarray(last_state, dtype=np.float32))
             for _, module in self._readout:
@@ -418,8 +476,13 @@ class SevenNetAdapter(ModelAdapter):
             return data[KEY.PRED_TOTAL_ENERGY].double().numpy().reshape(-1)
 
     def ase_calculator(self):
+        """sevenn's own `SevenNetCalculator` (energy, forces, stress; one structure at a time) on a copy of the
+        loaded model (the calculator switches its model to unbatched mode, so it must not share ours)."""
+        import copy
+
         from sevenn.calculator import SevenNetCalculator
 
+        model = copy.deepcopy(self.model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return SevenNetCalculator(str(self.checkpoint_path), device="cpu")
+            return SevenNetCalculator(model, file_type="model_instance", device="cpu")

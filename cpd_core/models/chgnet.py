@@ -1,0 +1,421 @@
+"""CHGNet 0.3.0 from the `chgnet` wheel (the checkpoint ships inside the wheel).
+
+Layers are the atom features after each of the 4 atom-convolution layers (`atom_conv_1`..`atom_conv_4`, states,
+residual included) and `readout_input`: the layer-normalised `atom_conv_4` features that CHGNet's energy MLP reads.
+CHGNet's pooled crystal feature (`crystal_fea`) is the *sum* over atoms of `readout_input`, so it is available as
+that layer's `L0/sum` pooling rather than as a separate per-structure layer. Bond and angle features are not
+exposed. All features are invariant (family "learned invariant", irreps `64x0e`).
+
+Graphs: periodic structures get CHGNet's own graphs (`CrystalGraphConverter`: pymatgen neighbour list, 6 Å atom
+graph, 3 Å bond graph). CHGNet is a crystal model, so a structure without pbc is meant as the molecule centred in a
+cubic periodic box of edge = largest extent + 2 x 6 Å + 1 Å, where no atom has a periodic image of any atom within
+the 6 Å cutoff (`boxed`; that is what CHGNet's converter and its ASE calculator are given here). The adapter builds
+that graph directly: all molecules of a batch form one disjoint-union CrystalGraph made with numpy
+(`molecule_union_graph`, the same edges, bonds and angles as the converter's, no images), which avoids pymatgen
+and a Python loop per molecule. The batch is CHGNet's `BatchedGraph`.
+
+The layers are computed by `CHGNet._compute`'s own sequence of the model's modules (without force, stress or
+magmom heads, under `torch.inference_mode`), with two algebraically exact shortcuts: the angle update of the last block is
+skipped (nothing reads it), and the bond convolutions / angle updates split the first layer of their gated MLP by
+input block, so the bond and atom parts are multiplied once per bond / atom instead of once per angle. The tests
+compare the layers with CHGNet's own outputs (`predict_graph` atom_fea / crystal_fea) and the energy with its ASE
+calculator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import ase
+import numpy as np
+from ase.data import chemical_symbols
+
+from cpd_core.errors import CPDInputError
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.weights import local_weights
+
+MODEL_IDS = ("chgnet-0.3.0",)
+FAMILY = "learned invariant"
+ATOM_GRAPH_CUTOFF = 6.0
+BOND_GRAPH_CUTOFF = 3.0
+BOX_MARGIN = 1.0
+LARGE_MOLECULE = 400  # larger molecules go through CHGNet's converter (boxed) instead of the all-pairs graph
+CHECKPOINT = "chgnet_0.3.0_e29f68s314m37.pth.tar"
+ELEMENTS = tuple(chemical_symbols[z] for z in range(1, 95))  # CHGNet's atom embedding covers Z = 1..94
+LAYERS = {
+    "atom_conv_1": "64x0e",
+    "atom_conv_2": "64x0e",
+    "atom_conv_3": "64x0e",
+    "atom_conv_4": "64x0e",
+    "readout_input": "64x0e",
+}
+NOTES = (
+    "Atom features only (bond and angle features are not exposed). atom_conv_k is the atom-feature state after "
+    "atom convolution k (residual included); readout_input is LayerNorm(atom_conv_4), the input of the energy MLP; "
+    "CHGNet's pooled crystal_fea equals readout_input summed over atoms (L0/sum pooling). Structures without pbc are "
+    "treated as isolated molecules: the features equal CHGNet's on the molecule centred in a cubic periodic box of "
+    "edge = largest extent + 2 x 6 Å (atom-graph cutoff) + 1 Å, where no atom sees a periodic image within the "
+    "cutoff (the adapter builds that graph directly, without images). CHGNet was trained on crystals (MPtrj), so "
+    "molecules are outside its training domain. Structures with partial pbc are treated as fully periodic in their "
+    "cell. Isolated atoms (no neighbour within 6 Å) are allowed and keep their embedding-derived features."
+)
+
+
+def _package_dir() -> Path:
+    spec = importlib.util.find_spec("chgnet")
+    if spec is None or not spec.submodule_search_locations:
+        raise CPDInputError("CHGNet needs the `chgnet` package: run `pip install chgnet==0.4.2`.")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _checkpoint_path() -> Path:
+    local = local_weights(f"chgnet/{CHECKPOINT}")
+    if local is not None:
+        return local
+    return _package_dir() / "pretrained" / "0.3.0" / CHECKPOINT
+
+
+@lru_cache(maxsize=None)
+def _hash(path: str) -> str:
+    return file_hash(Path(path))
+
+
+def _check_id(model_id: str) -> None:
+    if model_id not in MODEL_IDS:
+        raise CPDInputError(f"Unknown CHGNet model '{model_id}'; choose one of {', '.join(MODEL_IDS)}.")
+
+
+def describe(model_id: str) -> ModelInfo:
+    _check_id(model_id)
+    try:
+        path = _checkpoint_path()
+    except CPDInputError:
+        path = None
+    exists = path is not None and path.is_file()
+    return ModelInfo(
+        id=model_id,
+        family=FAMILY,
+        elements=ELEMENTS,
+        cutoff=ATOM_GRAPH_CUTOFF,
+        layers=dict(LAYERS),
+        weights_source=str(path) if path is not None else f"chgnet wheel: pretrained/0.3.0/{CHECKPOINT}",
+        weights_hash=_hash(str(path)) if exists else "",
+        description="CHGNet 0.3.0: crystal graph neural network with atom, bond (3 Å) and angle message passing "
+                    "(4 atom convolutions, 64 features), trained on MPtrj (PBE/PBE+U) energies, forces, stresses "
+                    "and magnetic moments.",
+        input="any",
+        notes=NOTES,
+        extra={"package": "chgnet", "package_version": "0.4.2", "bond_graph_cutoff": BOND_GRAPH_CUTOFF,
+               "box_margin": BOX_MARGIN, "crystal_fea": "readout_input/L0/sum"},
+    )
+
+
+def offline_available(model_id: str) -> bool:
+    _check_id(model_id)
+    try:
+        return _checkpoint_path().is_file()
+    except CPDInputError:
+        return False
+
+
+def load(model_id: str) -> "CHGNetAdapter":
+    _check_id(model_id)
+    return CHGNetAdapter(model_id)
+
+
+def boxed(atoms: ase.Atoms, cutoff: float = ATOM_GRAPH_CUTOFF, margin: float = BOX_MARGIN) -> ase.Atoms:
+    """A periodic copy of a structure: unchanged if it has pbc, else centred in a cubic box of edge
+    largest extent + 2 * cutoff + margin (no atom sees a periodic image within the cutoff)."""
+    if atoms.pbc.any():
+        if abs(atoms.cell.volume) < 1e-8:
+            raise CPDInputError(f"Structure {atoms.get_chemical_formula()} has pbc but no (or a flat) cell.")
+        return atoms
+    extent = float((atoms.positions.max(0) - atoms.positions.min(0)).max())
+    edge = extent + 2 * cutoff + margin
+    box = ase.Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=[edge, edge, edge], pbc=True)
+    box.center()
+    return box
+
+
+def molecule_union_graph(atoms_list: list[ase.Atoms], converter):
+    """One CHGNet CrystalGraph holding every molecule of a batch as disconnected components, built with numpy.
+
+    Same content as CHGNet's converter on each boxed molecule: directed edges = every ordered pair of atoms of a
+    molecule closer than the atom-graph cutoff (no periodic images), one undirected bond per atom pair (its first
+    directed edge is the one from the lower index), and the bond graph (angles): every ordered pair of distinct
+    directed edges with the same centre atom, both shorter than the bond-graph cutoff. The lattice is the identity
+    and the "fractional" coordinates are the Cartesian positions, so no precision is lost to a large box."""
+    import torch
+    from chgnet.graph.crystalgraph import CrystalGraph
+
+    cutoff, bond_cutoff = converter.atom_graph_cutoff, converter.bond_graph_cutoff
+    counts = np.array([len(a) for a in atoms_list], dtype=np.int64)
+    total = int(counts.sum())
+    positions = np.concatenate([a.positions for a in atoms_list])
+    numbers = np.concatenate([a.numbers for a in atoms_list])
+    # every ordered pair (i, j) of the same molecule, i-major then j ascending
+    mol_start = np.repeat(np.cumsum(counts) - counts, counts)
+    mol_size = np.repeat(counts, counts)
+    i = np.repeat(np.arange(total), mol_size)
+    j = np.repeat(mol_start, mol_size) + (np.arange(int(mol_size.sum())) - np.repeat(np.cumsum(mol_size) - mol_size,
+                                                                                       mol_size))
+    vec = positions[j] - positions[i]
+    dist = np.sqrt(np.einsum("ij,ij->i", vec, vec))
+    keep = (i != j) & (dist <= cutoff)
+    i, j, dist = i[keep], j[keep], dist[keep]
+    key = i * total + j  # sorted
+    reverse = np.searchsorted(key, j * total + i)  # index of the directed edge j -> i
+    first = i < j
+    undirected_of_first = np.cumsum(first) - 1  # undirected index of each i < j edge, in order of appearance
+    directed2undirected = np.where(first, undirected_of_first, undirected_of_first[reverse])
+    undirected2directed = np.flatnonzero(first)
+    # bond graph: ordered pairs (a, b), a != b, of short directed edges with the same centre
+    short = np.flatnonzero(dist < bond_cutoff)
+    centre = i[short]  # ascending
+    k = np.bincount(centre, minlength=total)[centre]  # short edges at each short edge's centre
+    group_first = np.searchsorted(centre, centre, side="left")
+    offset = np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k)
+    a = short[np.repeat(np.arange(len(short)), k)]
+    b = short[np.repeat(group_first, k) + offset]
+    pair = a != b
+    a, b = a[pair], b[pair]
+    bond_graph = np.stack([i[a], directed2undirected[a], a, directed2undirected[b], b], axis=1)
+
+    as_int = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.int32)  # noqa: E731
+    return CrystalGraph(
+        atomic_number=torch.as_tensor(numbers, dtype=torch.int32),
+        atom_frac_coord=torch.as_tensor(positions, dtype=torch.float32),
+        atom_graph=as_int(np.stack([i, j], axis=1).reshape(-1, 2)),
+        neighbor_image=torch.zeros(len(i), 3, dtype=torch.float32),
+        directed2undirected=as_int(directed2undirected),
+        undirected2directed=as_int(undirected2directed),
+        bond_graph=as_int(bond_graph.reshape(-1, 5)),
+        lattice=torch.eye(3, dtype=torch.float32),
+        graph_id="molecules",
+        composition="",
+        atom_graph_cutoff=cutoff,
+        bond_graph_cutoff=bond_cutoff,
+    )
+
+
+class _SplitGatedMLP:
+    """A CHGNet GatedMLP whose input is cat([bond_i, bond_j, angle, centre_atom]) (BondConv, AngleUpdate), with
+    the first linear layer of its core and gate MLPs split by input block: the bond and atom blocks are multiplied
+    once per bond / atom and gathered per angle, instead of once per angle. Algebraically the module itself
+    (same weights, same later layers, LayerNorms and gating); only the float summation order differs."""
+
+    def __init__(self, gated, block: int):
+        import torch
+
+        def split(mlp):
+            layers = list(mlp.layers)
+            first = next(k for k, layer in enumerate(layers) if isinstance(layer, torch.nn.Linear))
+            if any(not isinstance(layer, torch.nn.Dropout) for layer in layers[:first]):
+                raise NotImplementedError("unexpected CHGNet MLP layout")
+            return layers[first], layers[first + 1:]
+
+        (core_first, self.core_rest), (gate_first, self.gate_rest) = split(gated.mlp_core), split(gated.mlp_gate)
+        if core_first.in_features != 4 * block or gate_first.in_features != 4 * block:
+            raise NotImplementedError("unexpected CHGNet gated-MLP input size")
+        self.hidden = core_first.out_features
+        weight = torch.cat([core_first.weight, gate_first.weight]).detach()  # (2 hidden, 4 block)
+        self.w_bond_i, self.w_bond_j, self.w_angle, self.w_atom = (
+            weight[:, k * block:(k + 1) * block].t().contiguous() for k in range(4))
+        zeros = torch.zeros(self.hidden)
+        self.bias = torch.cat([core_first.bias.detach() if core_first.bias is not None else zeros,
+                               gate_first.bias.detach() if gate_first.bias is not None else zeros])
+        self.gated = gated
+
+    def __call__(self, atom_feas, bond_feas, angle_feas, bond_graph):
+        import torch
+
+        pre = torch.addmm(self.bias, angle_feas, self.w_angle)
+        pre += (bond_feas @ self.w_bond_i).index_select(0, bond_graph[:, 1])
+        pre += (bond_feas @ self.w_bond_j).index_select(0, bond_graph[:, 2])
+        pre += (atom_feas @ self.w_atom).index_select(0, bond_graph[:, 0])
+        core, gate = pre[:, :self.hidden], pre[:, self.hidden:]
+        for layer in self.core_rest:
+            core = layer(core)
+        for layer in self.gate_rest:
+            gate = layer(gate)
+        g = self.gated
+        if g.norm is not None:
+            core, gate = g.bn1(core), g.bn2(gate)
+        return g.activation(core) * g.sigmoid(gate)
+
+
+def _bond_conv(layer, split, atom_feas, bond_feas, bond_weights, angle_feas, bond_graph):
+    """CHGNet `BondConv.forward` with the split gated MLP."""
+    from chgnet.model.functions import aggregate
+
+    bond_update = split(atom_feas, bond_feas, angle_feas, bond_graph)
+    bond_update = (bond_update * bond_weights.index_select(0, bond_graph[:, 1])
+                   * bond_weights.index_select(0, bond_graph[:, 2]))
+    new_bond_feas = aggregate(bond_update, bond_graph[:, 1], average=False, num_owner=len(bond_feas))
+    if layer.use_mlp_out:
+        new_bond_feas = layer.mlp_out(new_bond_feas)
+    if layer.resnet:
+        new_bond_feas += bond_feas
+    if layer.bond_norm is not None:
+        new_bond_feas = layer.bond_norm(new_bond_feas)
+    return new_bond_feas
+
+
+def _angle_update(layer, split, atom_feas, bond_feas, angle_feas, bond_graph):
+    """CHGNet `AngleUpdate.forward` with the split gated MLP."""
+    new_angle_feas = split(atom_feas, bond_feas, angle_feas, bond_graph)
+    if layer.resnet:
+        new_angle_feas += angle_feas
+    if layer.angle_norm is not None:
+        new_angle_feas = layer.angle_norm(new_angle_feas)
+    return new_angle_feas
+
+
+class CHGNetAdapter(ModelAdapter):
+    def __init__(self, model_id: str):
+        import torch
+        from chgnet.model import CHGNet
+
+        self.info = describe(model_id)
+        path = _checkpoint_path()
+        if not path.is_file():
+            raise CPDInputError(f"CHGNet checkpoint not found at {path}; reinstall `chgnet==0.4.2`.")
+        self.checkpoint_path = path
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints its size
+            warnings.simplefilter("ignore")
+            # what CHGNet.load("0.3.0") does, from a path (the local weights folder may hold the file)
+            model = CHGNet.from_file(str(path), mlp_out_bias=False, version="0.3.0")
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.graph_converter.set_isolated_atom_response("ignore")
+        self.model = model
+        if len(model.atom_conv_layers) != 4 or model.readout_norm is None or not model.mlp_first:
+            raise RuntimeError("unexpected CHGNet architecture for 0.3.0")
+        block = model.atom_embedding.embedding.embedding_dim
+        self._bond_splits = [_SplitGatedMLP(layer.twoBody_bond, block) for layer in model.bond_conv_layers]
+        self._angle_splits = [_SplitGatedMLP(layer.twoBody_bond, block) for layer in model.angle_layers]
+        self._torch = torch
+
+    def default_batch_size(self) -> int:
+        return 32
+
+    def graphs(self, atoms_list: list[ase.Atoms]):
+        """CHGNet's own CrystalGraphs (pymatgen structures, molecules boxed), one per structure."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        converter = self.model.graph_converter
+        out = []
+        for i, atoms in enumerate(atoms_list):
+            structure = AseAtomsAdaptor.get_structure(boxed(atoms))
+            out.append(converter(structure, graph_id=str(i)))
+        return out
+
+    def _batched_graph(self, atoms_list: list[ase.Atoms]):
+        """CHGNet BatchedGraph of a batch, and the atom order it uses (positions in the batch's atom order).
+
+        Molecules (no pbc) of up to LARGE_MOLECULE atoms form one disjoint-union graph built with numpy
+        (`molecule_union_graph`: the same atom graph, bonds and 3 Å bond graph as CHGNet's converter makes for the
+        boxed molecule, without pymatgen or a Python loop per molecule). Periodic structures and larger molecules
+        (boxed) get CHGNet's own converter graphs."""
+        from chgnet.model.model import BatchedGraph
+
+        counts = np.array([len(a) for a in atoms_list])
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        molecular = [i for i, a in enumerate(atoms_list) if not a.pbc.any() and len(a) <= LARGE_MOLECULE]
+        others = sorted(set(range(len(atoms_list))) - set(molecular))
+        graphs, order = [], []
+        if molecular:
+            graphs.append(molecule_union_graph([atoms_list[i] for i in molecular], self.model.graph_converter))
+            order += [np.arange(starts[i], starts[i] + counts[i]) for i in molecular]
+        if others:
+            graphs += self.graphs([atoms_list[i] for i in others])
+            order += [np.arange(starts[i], starts[i] + counts[i]) for i in others]
+        model = self.model
+        with warnings.catch_warnings():  # CHGNet builds `volumes` with torch.tensor(list of tensors)
+            warnings.simplefilter("ignore", UserWarning)
+            batched = BatchedGraph.from_graphs(graphs, bond_basis_expansion=model.bond_basis_expansion,
+                                               angle_basis_expansion=model.angle_basis_expansion,
+                                               compute_stress=False)
+        return batched, np.concatenate(order)
+
+    def _layer_states(self, g) -> dict:
+        """`CHGNet._compute` up to the readout input (CHGNet 0.3.0: no magmom head, mlp_first), keeping the atom
+        features after each atom convolution. The angle update of the last block is skipped: its output is used by
+        nothing (the final block is an atom convolution only). Bond convolutions and angle updates run with their
+        first gated-MLP layer split by input block (`_SplitGatedMLP`), the model's own modules otherwise."""
+        model = self.model
+        atom_feas = model.atom_embedding(g.atomic_numbers - 1)  # H is the first embedding row
+        bond_feas = model.bond_embedding(g.bond_bases_ag)
+        bond_weights_ag = model.bond_weights_ag(g.bond_bases_ag)
+        bond_weights_bg = model.bond_weights_bg(g.bond_bases_bg)
+        has_angles = len(g.angle_bases) != 0
+        angle_feas = model.angle_embedding(g.angle_bases) if has_angles else None
+        states = {}
+        blocks = list(zip(model.atom_conv_layers[:-1], model.bond_conv_layers, model.angle_layers, strict=True))
+        for idx, (atom_layer, bond_layer, angle_layer) in enumerate(blocks):
+            atom_feas = atom_layer(atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=bond_weights_ag,
+                                   atom_graph=g.batched_atom_graph, directed2undirected=g.directed2undirected)
+            states[f"atom_conv_{idx + 1}"] = atom_feas
+            if has_angles and bond_layer is not None:
+                bond_feas = _bond_conv(bond_layer, self._bond_splits[idx], atom_feas, bond_feas, bond_weights_bg,
+                                       angle_feas, g.batched_bond_graph)
+                if angle_layer is not None and idx < len(blocks) - 1:
+                    angle_feas = _angle_update(angle_layer, self._angle_splits[idx], atom_feas, bond_feas,
+                                               angle_feas, g.batched_bond_graph)
+        atom_feas = model.atom_conv_layers[-1](atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=bond_weights_ag,
+                                               atom_graph=g.batched_atom_graph,
+                                               directed2undirected=g.directed2undirected)
+        states[f"atom_conv_{len(blocks) + 1}"] = atom_feas
+        states["readout_input"] = model.readout_norm(atom_feas)
+        return states
+
+    def forward_batch(self, atoms_list: list[ase.Atoms]) -> dict[str, np.ndarray]:
+        atoms_list = list(atoms_list)
+        self.check_structures(atoms_list)
+        with self._torch.inference_mode():
+            batched, order = self._batched_graph(atoms_list)
+            states = self._layer_states(batched)
+        out = {}
+        for layer in self.info.layers:
+            values = states[layer].float().numpy()
+            result = np.empty_like(values)
+            result[order] = values  # back to the input's atom order
+            out[layer] = result
+        return out
+
+    def energies_from_readout_input(self, atoms_list: list[ase.Atoms], readout_input: np.ndarray) -> np.ndarray:
+        """Total energy (eV) per structure from given per-atom `readout_input` features, through CHGNet's own
+        readout MLP (sum over atoms, divided by the atom count as CHGNet is intensive) plus its composition
+        model. Bookkeeping check only."""
+        torch = self._torch
+        model = self.model
+        counts = np.array([len(a) for a in atoms_list])
+        with torch.inference_mode():
+            site = model.mlp(torch.from_numpy(np.asarray(readout_input, dtype=np.float32))).view(-1).double()
+            owners = torch.from_numpy(np.repeat(np.arange(len(atoms_list)), counts))
+            per_structure = torch.zeros(len(atoms_list), dtype=torch.float64).index_add_(0, owners, site)
+            per_atom = per_structure.numpy() / counts
+            per_atom += model.composition_model(self.graphs(list(atoms_list))).double().numpy()
+        return per_atom * counts
+
+    def ase_calculator(self):
+        """CHGNet's own ASE calculator; structures without pbc are boxed exactly as in `forward_batch`."""
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        class BoxingCHGNetCalculator(CHGNetCalculator):
+            def calculate(self, atoms=None, properties=None, system_changes=None, task="efsm"):
+                if atoms is not None and not atoms.pbc.any():
+                    box = boxed(atoms)
+                    super().calculate(box, properties, system_changes, task)
+                    self.atoms = atoms.copy()  # cache against the caller's (unboxed) structure
+                    return
+                super().calculate(atoms, properties, system_changes, task)
+
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the device
+            return BoxingCHGNetCalculator(model=self.model, use_device="cpu", on_isolated_atoms="ignore")
