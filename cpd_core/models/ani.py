@@ -20,7 +20,6 @@ Batches are padded with species -1 for torchani; padding atoms are dropped (mask
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import ase
 import numpy as np
 
 from cpd_core.errors import CPDInputError
-from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, temporary_env
 from cpd_core.models.weights import converted_weights_dir, local_weights
 
 AEV_ID = "ani2x-aev"
@@ -117,19 +116,6 @@ def offline_available(model_id: str) -> bool:
     raise CPDInputError(f"Unknown ANI model '{model_id}'. Known: {', '.join(MODEL_IDS)}.")
 
 
-@contextmanager
-def _env(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
 def _import_torchani():
     os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")  # no CUDA extensions here; silence the warning
     import torchani
@@ -179,7 +165,7 @@ def load_ani2x():
                                 f"torchani could not download them: {exc}") from exc
     root = converted_weights_dir("torchani")
     convert_neurochem(files[0], root / "StateDicts" / STATE_DICT)
-    with _env("TORCHANI_DATA_DIR", str(root)), _env("HF_HUB_OFFLINE", "1"):
+    with temporary_env("TORCHANI_DATA_DIR", str(root)), temporary_env("HF_HUB_OFFLINE", "1"):
         return torchani.models.ANI2x()
 
 

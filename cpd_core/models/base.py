@@ -8,7 +8,9 @@ live in `cpd_core.invariants`; batching, progress and caching live in `cpd_core.
 from __future__ import annotations
 
 import hashlib
+import os
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -106,3 +108,20 @@ def file_hash(*paths: Path) -> str:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
     return h.hexdigest()[:16]
+
+
+@contextmanager
+def temporary_env(name: str, value: str | None):
+    """Set (or unset, value None) an environment variable inside the block, restoring the old value after."""
+    old = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old

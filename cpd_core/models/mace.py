@@ -24,7 +24,6 @@ importing, so that other `torch.load` calls in the app keep torch's safe default
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import ase
 import numpy as np
 
 from cpd_core.errors import CPDInputError
-from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, temporary_env
 from cpd_core.models.weights import local_weights
 
 FAMILY = "tensor-product equivariant"
@@ -111,26 +110,10 @@ MODEL_IDS = (SPICE_ID, *FOUNDATION, *(i for i in zoo_models() if i != SPICE_ID a
 
 
 # --------------------------------------------------------------------------------------------- imports, files
-@contextmanager
-def _env(name: str, value: str | None):
-    """Set (or unset, value None) an environment variable inside the block, restoring the old value after."""
-    old = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
 
 def _import_mace():
     """Import the parts of mace used here without leaving `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` behind."""
-    with _env(_NO_WEIGHTS_ONLY, os.environ.get(_NO_WEIGHTS_ONLY)):
+    with temporary_env(_NO_WEIGHTS_ONLY, os.environ.get(_NO_WEIGHTS_ONLY)):
         import mace  # noqa: F401  (sets the variable; _env restores it)
         from mace import data as mace_data
         from mace.tools import torch_geometric, torch_tools, utils
@@ -193,7 +176,7 @@ def _download_foundation(model_id: str):
     """mace-torch's own loader (`mace_mp` / `mace_off`): uses mace's cache and downloads there if needed."""
     _import_mace()
     spec = FOUNDATION[model_id]
-    with _env(_NO_WEIGHTS_ONLY, "1"):  # mace's loaders call torch.load without weights_only
+    with temporary_env(_NO_WEIGHTS_ONLY, "1"):  # mace's loaders call torch.load without weights_only
         from mace.calculators import foundations_models
 
         loader = getattr(foundations_models, spec["loader"])
@@ -420,6 +403,6 @@ class MACEAdapter(ModelAdapter):
 
     def ase_calculator(self):
         _import_mace()
-        with _env(_NO_WEIGHTS_ONLY, "1"):
+        with temporary_env(_NO_WEIGHTS_ONLY, "1"):
             from mace.calculators import MACECalculator
         return MACECalculator(models=[self.model], device="cpu", default_dtype=self._dtype_name())
