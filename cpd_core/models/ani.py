@@ -20,7 +20,6 @@ Batches are padded with species -1 for torchani; padding atoms are dropped (mask
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import ase
@@ -51,11 +50,6 @@ def _hidden_layers(widths: dict[str, tuple[int, ...]]) -> dict[str, str]:
     return {f"hidden_{k + 1}": f"{sum(w[k] for w in widths.values())}x0e" for k in range(n_layers)}
 
 
-@lru_cache(maxsize=None)
-def _hash(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> str:
-    return file_hash(*map(Path, paths))
-
-
 def _neurochem_files() -> tuple[Path, Path] | None:
     info = local_weights(NEUROCHEM_INFO)
     if info is None:
@@ -68,7 +62,7 @@ def _nets_hash() -> str:
     files = _neurochem_files()
     if files is None:
         return ""
-    return _hash(tuple(map(str, files)), tuple(p.stat().st_mtime for p in files))
+    return file_hash(*files)
 
 
 def _torchani_data_file() -> Path:

@@ -11,6 +11,7 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -97,16 +98,28 @@ class ModelAdapter(ABC):
 
 
 def file_hash(*paths: Path) -> str:
-    """Short SHA-256 of one or more weight files (folders: every file inside, in sorted order)."""
-    h = hashlib.sha256()
+    """Short SHA-256 of one or more weight files (folders: every file inside, in sorted order).
+
+    Memoised on each file's path, size and modification time, so describing a model does not re-read its
+    weights every time, while a replaced file is hashed again."""
+    stamped = []
     for path in paths:
         path = Path(path)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for f in files:
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+            stat = f.stat()
+            stamped.append((str(f.resolve()), stat.st_size, stat.st_mtime_ns))
+    return _hash_stamped_files(tuple(stamped))
+
+
+@lru_cache(maxsize=None)
+def _hash_stamped_files(stamped: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for name, _, _ in stamped:
+        h.update(Path(name).name.encode())
+        with open(name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()[:16]
 
 

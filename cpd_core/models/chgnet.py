@@ -28,7 +28,6 @@ import contextlib
 import importlib.util
 import io
 import warnings
-from functools import lru_cache
 from pathlib import Path
 
 import ase
@@ -80,11 +79,6 @@ def _checkpoint_path() -> Path:
     return _package_dir() / "pretrained" / "0.3.0" / CHECKPOINT
 
 
-@lru_cache(maxsize=None)
-def _hash(path: str) -> str:
-    return file_hash(Path(path))
-
-
 def _check_id(model_id: str) -> None:
     if model_id not in MODEL_IDS:
         raise CPDInputError(f"Unknown CHGNet model '{model_id}'; choose one of {', '.join(MODEL_IDS)}.")
@@ -104,7 +98,7 @@ def describe(model_id: str) -> ModelInfo:
         cutoff=ATOM_GRAPH_CUTOFF,
         layers=dict(LAYERS),
         weights_source=str(path) if path is not None else f"chgnet wheel: pretrained/0.3.0/{CHECKPOINT}",
-        weights_hash=_hash(str(path)) if exists else "",
+        weights_hash=file_hash(path) if exists else "",
         description="CHGNet 0.3.0: crystal graph neural network with atom, bond (3 Å) and angle message passing "
                     "(4 atom convolutions, 64 features), trained on MPtrj (PBE/PBE+U) energies, forces, stresses "
                     "and magnetic moments.",

@@ -24,7 +24,6 @@ importing, so that other `torch.load` calls in the app keep torch's safe default
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import ase
@@ -146,13 +145,8 @@ def _local_file(model_id: str) -> Path | None:
     raise CPDInputError(f"Unknown MACE model '{model_id}'. Known: {', '.join(MODEL_IDS)}, or {FILE_PREFIX}<path>.")
 
 
-@lru_cache(maxsize=None)
-def _hash(path: str, mtime: float) -> str:
-    return file_hash(Path(path))
-
-
 def _weights_hash(path: Path | None) -> str:
-    return _hash(str(path), path.stat().st_mtime) if path is not None else ""
+    return file_hash(path) if path is not None else ""
 
 
 def _unpickle(path: Path):

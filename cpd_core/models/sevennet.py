@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from functools import lru_cache
 from pathlib import Path
 
 import ase
@@ -91,11 +90,6 @@ def _checkpoint_path(model_id: str) -> Path:
     return _package_dir() / "pretrained_potentials" / spec["folder"] / spec["file"]
 
 
-@lru_cache(maxsize=None)
-def _hash(path: str) -> str:
-    return file_hash(Path(path))
-
-
 def _check_id(model_id: str) -> None:
     if model_id not in _SPECS:
         raise CPDInputError(f"Unknown SevenNet model '{model_id}'; choose one of {', '.join(MODEL_IDS)}.")
@@ -116,7 +110,7 @@ def describe(model_id: str) -> ModelInfo:
         cutoff=CUTOFF,
         layers=dict(spec["layers"]),
         weights_source=str(path) if path is not None else f"sevenn wheel: pretrained_potentials/{spec['folder']}",
-        weights_hash=_hash(str(path)) if exists else "",
+        weights_hash=file_hash(path) if exists else "",
         description=spec["description"],
         input="any",
         notes=NOTES,

@@ -16,7 +16,6 @@ batched with torch-geometric's `Batch`; no torch-cluster needed.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import ase
@@ -42,11 +41,6 @@ def _irreps(channels: int, lmax: int) -> str:
     return "+".join(f"{channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(lmax + 1))
 
 
-@lru_cache(maxsize=None)
-def _hash(path: str, mtime: float) -> str:
-    return file_hash(Path(path))
-
-
 def describe(model_id: str = MODEL_ID) -> ModelInfo:
     if model_id != MODEL_ID:
         raise CPDInputError(f"Unknown SO3Net model '{model_id}'. Known: {MODEL_ID}.")
@@ -55,7 +49,7 @@ def describe(model_id: str = MODEL_ID) -> ModelInfo:
         id=MODEL_ID, family=FAMILY, elements=ELEMENTS, cutoff=CUTOFF,
         layers={f"gc_{i}": _irreps(CHANNELS, LMAX) for i in range(1, N_BLOCKS + 1)},
         weights_source=str(path) if path else f"matgl.load_model('{MATGL_NAME}') download",
-        weights_hash=_hash(str(path), path.stat().st_mtime) if path else "",
+        weights_hash=file_hash(path) if path else "",
         description="SO3Net potential (matgl 4.x, PyG) for H, C, N, O trained on an ANI-1x subset (DFT): "
                     "3 SO(3) blocks, 64 channels, lmax 2, cutoff 5 A.",
         input="molecules",
