@@ -3,12 +3,6 @@ weights folder are converted into a fresh temporary cache here (no network)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # repo root, when run without a conftest
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import numpy as np
 import pytest
 import torch
