@@ -82,6 +82,7 @@ def probe(
     folds: int = typer.Option(5, help="Number of shuffled K-fold splits"),
     seed: int = typer.Option(0, help="Seed of the fold shuffle and the probes"),
     projection: str = typer.Option("fold", help="fold (fit on training rows) | transductive"),
+    criterion: str = typer.Option("gcv", help="Ridge alpha selection: gcv | loo (exact leave-one-out)"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
 ):
     """R²_full, R²_comp and R²_geom of one target with shuffled K-fold CV."""
@@ -94,7 +95,9 @@ def probe(
         y = y[:, 0]
     if y.ndim != 1:
         raise CPDInputError(f"Target must be one column, got shape {y.shape}.")
-    result = cpd_scores(H, C, y, probe=probe_name, folds=folds, seed=seed, projection=projection)[0]
+    params = {"criterion": criterion} if probe_name == "ridge" else None
+    result = cpd_scores(H, C, y, probe=probe_name, folds=folds, seed=seed, projection=projection,
+                        probe_params=params)[0]
     out = result.to_dict()
     if as_json:
         typer.echo(json.dumps(out))

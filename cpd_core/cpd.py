@@ -20,8 +20,9 @@ from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
 from cpd_core.errors import CPDInputError
-from cpd_core.probes import make_probe, probe_settings
+from cpd_core.probes import CRITERIA, DEFAULT_CRITERION, make_probe, probe_settings, ridge_settings
 from cpd_core.projection import CompositionProjector
+from cpd_core.ridge_folds import ridge_cpd_folds
 
 PROJECTIONS = ("fold", "transductive")
 PARTS = ("full", "comp", "geom")
@@ -123,15 +124,26 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
     template = make_probe(probe, seed=seed, **(probe_params or {}))
     scores = {part: [] for part in parts}
     settings: dict = {}
-    if projection == "transductive":
+    splits = fold_indices(len(Y), folds, seed, shuffle)
+    fast = _fold_statistics_parts(probe, projection, parts, probe_params, projector_params)
+    if fast:
+        params = probe_params or {}
+        criterion = params.get("criterion", DEFAULT_CRITERION)
+        per_part = ridge_cpd_folds(H, C, Y, splits, fast, alphas=params.get("alphas"), criterion=criterion)
+        for part, fold_outputs in per_part.items():
+            for test, pred, chosen, dropped in fold_outputs:
+                scores[part].append(_r2_columns(Y[test], pred))
+                settings.setdefault(part, []).append(ridge_settings(criterion, params.get("alphas"), chosen, dropped))
+    slow = [part for part in parts if part not in fast]
+    if projection == "transductive" and "geom" in slow:
         residual_all = CompositionProjector(**(projector_params or {})).fit_transform(C, H)
-    for train, test in fold_indices(len(Y), folds, seed, shuffle):
+    for train, test in splits if slow else []:
         inputs = {}
-        if "full" in parts:
+        if "full" in slow:
             inputs["full"] = (H[train], H[test])
-        if "comp" in parts:
+        if "comp" in slow:
             inputs["comp"] = (C[train], C[test])
-        if "geom" in parts:
+        if "geom" in slow:
             if projection == "fold":
                 projector = CompositionProjector(**(projector_params or {})).fit(C[train], H[train])
                 inputs["geom"] = (projector.transform(H[train]), projector.transform(H[test], C[test]))
@@ -154,6 +166,18 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
         results.append(CPDResult(target=name, n=len(Y), n_dropped=n_dropped, probe=probe, folds=folds, seed=seed,
                                  projection=projection, shuffle=shuffle, settings=per_target, **row))
     return results
+
+
+def _fold_statistics_parts(probe, projection, parts, probe_params, projector_params) -> tuple:
+    """The parts that `ridge_cpd_folds` computes with the same result as refitting per fold: Ridge on the
+    full features, and on the residual of the default fold-aware QR projection. R²_comp stays on the direct
+    path (a handful of columns)."""
+    if probe != "ridge" or not set(probe_params or {}) <= {"alphas", "criterion"}:
+        return ()
+    if (probe_params or {}).get("criterion", DEFAULT_CRITERION) not in CRITERIA:
+        return ()  # RidgeProbe raises the error that names the choices
+    geom_ok = projection == "fold" and not projector_params
+    return tuple(p for p in parts if p == "full" or (p == "geom" and geom_ok))
 
 
 def _settings_for_target(fold_settings: list[dict], i: int) -> dict:

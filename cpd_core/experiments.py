@@ -52,10 +52,13 @@ def disentanglement(structures: StructureSet, model_ids, targets, probes=("ridge
     """Every (model, layer, channel) x target x probe, as `analysis.disentanglement` tables.
 
     Nonlinear probes (MLP, GBT) are costly: they run on channel 'all' only, on every layer or only the last
-    (`nonlinear_layers='last'`), and on `nonlinear_targets` (default: all targets)."""
+    (`nonlinear_layers='last'`), and on `nonlinear_targets` (default: all targets). A model that does not know
+    every element present runs on the structures it supports (column `n` says how many)."""
     _targets(structures, targets)
     frames = []
+    all_structures = structures
     for m, model_id in enumerate(model_ids):
+        structures, _ = analysis.supported_subset(all_structures, model_id)
         feats = analysis.feature_sets(structures, [model_id], pooling, invariant, combined="always")
         if channels is not None:
             feats = {k: v for k, v in feats.items() if k[2] in channels}
@@ -217,10 +220,11 @@ def task_alignment(structures: StructureSet, pairs: dict, target="gap", folds=5,
 
 
 PROTOCOLS = {
-    "reference (shuffled, fold-aware QR, counts, LOO alpha)": {},
+    "reference (shuffled, fold-aware QR, counts, GCV alpha)": {},
     "unshuffled folds (file order)": {"shuffle": False},
     "transductive projection": {"projection": "transductive"},
     "composition as fractions": {"composition": "fractions"},
+    "alpha by leave-one-out instead of GCV": {"probe_params": {"criterion": "loo"}},
     "fixed alpha = 1": {"probe_params": {"alphas": [1.0]}},
     "Ridge residualisation (alpha = 1) instead of QR": {"projector_params": {"method": "ridge", "alpha": 1.0}},
 }

@@ -19,6 +19,7 @@ import pandas as pd
 
 from cpd_core import experiments as E
 from cpd_core.data import load_dataset
+from cpd_core.analysis import supported_subset
 from cpd_core.data.registry import list_datasets
 from cpd_core.models import describe_model, model_ids, offline_available
 from cpd_core.paths import cache_dir
@@ -69,7 +70,7 @@ class ReportConfig:
         raise ValueError(f"Unknown report size '{size}'; choose small, medium or full.")
 
 
-RESULTS_VERSION = 2  # bump when probe or projection defaults change, so cached results are not reused
+RESULTS_VERSION = 3  # bump when probe or projection defaults change, so cached results are not reused
 
 
 def _cached_table(name: str, key: dict, compute, timings: dict | None = None) -> pd.DataFrame:
@@ -130,22 +131,27 @@ def run_experiments(config: ReportConfig, log=print, timings: dict | None = None
     tables["disentanglement_qm9"] = pd.concat(per_model, ignore_index=True)
     tables["best_layer_qm9"] = E.best_layer(tables["disentanglement_qm9"])
     tables["routing_qm9"] = E.routing(tables["disentanglement_qm9"])
-    models_key = {"models": config.qm9_models,
-                  "weights": [describe_model(m).weights_hash for m in config.qm9_models]}
-    step("tree_inflation", models_key, lambda: E.tree_inflation(qm9, config.qm9_models, folds=config.folds,
+    # the cross-model experiments compare models on the same molecules: only models that know every element
+    shared = [m for m in config.qm9_models if supported_subset(qm9, m)[1] == 0]
+    for m in config.qm9_models:
+        if m not in shared:
+            log(f"    {m} does not support every element of the subset: disentanglement and routing only, "
+                f"on {len(qm9) - supported_subset(qm9, m)[1]} molecules")
+    models_key = {"models": shared, "weights": [describe_model(m).weights_hash for m in shared]}
+    step("tree_inflation", models_key, lambda: E.tree_inflation(qm9, shared, folds=config.folds,
                                                                 seed=config.seed))
     sizes = [s for s in config.sample_sizes if s <= config.qm9_n * (config.folds - 1) // config.folds]
     step("sample_efficiency", {**models_key, "sizes": sizes},
-         lambda: E.sample_efficiency_exp(qm9, config.qm9_models, "gap", sizes, folds=config.folds,
+         lambda: E.sample_efficiency_exp(qm9, shared, "gap", sizes, folds=config.folds,
                                          seed=config.seed, layer_table=tables["disentanglement_qm9"]))
     step("pooling_ablation", models_key,
-         lambda: E.pooling_ablation(qm9, config.qm9_models, ("gap", "dipole"), folds=config.folds, seed=config.seed))
+         lambda: E.pooling_ablation(qm9, shared, ("gap", "dipole"), folds=config.folds, seed=config.seed))
     step("isomer_benchmark", models_key,
-         lambda: E.isomer_benchmark(qm9, config.qm9_models, "gap", folds=config.folds, seed=config.seed))
+         lambda: E.isomer_benchmark(qm9, shared, "gap", folds=config.folds, seed=config.seed))
     step("protocol_sensitivity", models_key,
-         lambda: E.protocol_sensitivity(qm9, config.qm9_models, "gap", folds=config.folds, seed=config.seed))
+         lambda: E.protocol_sensitivity(qm9, shared, "gap", folds=config.folds, seed=config.seed))
     zoo = {arch: {t: f"{arch}-qm9-{t}" for t in ("gap", "U0")} for arch in ("mace", "visnet", "schnet")}
-    zoo = {a: d for a, d in zoo.items() if all(m in config.qm9_models for m in d.values())}
+    zoo = {a: d for a, d in zoo.items() if all(m in shared for m in d.values())}
     if zoo:
         step("task_alignment", {"pairs": zoo, **models_key},
              lambda: E.task_alignment(qm9, zoo, "gap", folds=config.folds, seed=config.seed))
@@ -177,7 +183,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         rows.append(dict(claim=claim, paper=paper, ours=ours, model=model, protocol=protocol,
                          holds="yes" if holds is True else "no" if holds is False else "n/a"))
 
-    ridge = "Ridge (LOO alpha), 5-fold shuffled, fold-aware QR projection on counts, mean pooling"
+    ridge = "Ridge (GCV alpha), 5-fold shuffled, fold-aware QR projection on counts, mean pooling"
     mace = best[best.model.str.startswith("mace") & (best.probe == "ridge") & (best.target == "gap")]
     if len(mace):
         r = mace.sort_values("r2_geom").iloc[-1]
@@ -190,7 +196,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             r = ani.iloc[0]
             add(f"ANI-2x AEV, gap, {probe.upper()} probe on the residual", paper,
                 f"{r.r2_geom:.3f} ± {r.r2_geom_std:.3f}", "ani2x-aev / aev",
-                ridge.replace("Ridge (LOO alpha)", probe.upper()) + "; training-constant columns dropped, "
+                ridge.replace("Ridge (GCV alpha)", probe.upper()) + "; training-constant columns dropped, "
                 "test values clipped to the training range", bool(expect(r.r2_geom)))
     routing = tables["routing_qm9"]
     mace_routes = routing[routing.model.str.startswith("mace")]
