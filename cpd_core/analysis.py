@@ -119,6 +119,22 @@ def supported_subset(structures: StructureSet, model_ids: Iterable[str]) -> tupl
 
 
 # ---------------------------------------------------------------------------------------------- features
+def supported_subset(structures: StructureSet, model_id: str) -> tuple[StructureSet, int]:
+    """The structures made only of elements the model supports, and how many were left out.
+
+    E.g. SO3Net trained on ANI-1x knows H, C, N and O, so QM9 molecules with fluorine are left out for it."""
+    from ase.data import atomic_numbers
+
+    from cpd_core.models import describe_model
+
+    elements = describe_model(model_id).elements
+    allowed = np.isin(structures.numbers, [atomic_numbers[e] for e in elements])
+    keep = np.array([allowed[a:b].all() for a, b in zip(structures.offsets[:-1], structures.offsets[1:])], dtype=bool)
+    if keep.all():
+        return structures, 0
+    return structures.subset(np.flatnonzero(keep)), int((~keep).sum())
+
+
 def feature_sets(structures: StructureSet, model_ids: Iterable[str], pooling: str = "mean",
                  invariant: str = "pooled_norm", progress: AnalysisProgress | None = None,
                  combined: bool | str = True) -> dict[tuple[str, str, str], np.ndarray]:

@@ -110,3 +110,16 @@ def test_report_end_to_end(tmp_path, monkeypatch):
         monkeypatch.setattr(E, name, must_not_run)
     again = run_experiments(config, log=lambda m: None)
     pd.testing.assert_frame_equal(again["disentanglement_qm9"], tables["disentanglement_qm9"])
+
+
+def test_a_model_that_lacks_an_element_runs_on_the_molecules_it_supports(qm9):
+    from cpd_core.analysis import supported_subset
+
+    subset, left_out = supported_subset(qm9, "so3net-ani1x")      # H, C, N, O only
+    has_f = sum("F" in qm9.atoms(i).get_chemical_symbols() for i in range(len(qm9)))
+    assert has_f > 0 and left_out == has_f and len(subset) == len(qm9) - has_f
+    assert all(set(subset.atoms(i).get_chemical_symbols()) <= set("HCNO") for i in range(len(subset)))
+    assert supported_subset(qm9, "ani2x-aev") == (qm9, 0)
+    small = qm9.subset(np.arange(60))
+    table = E.disentanglement(small, ["so3net-ani1x"], ["gap"], probes=("ridge",))
+    assert (table.n == len(supported_subset(small, "so3net-ani1x")[0])).all()

@@ -103,3 +103,15 @@ def test_unsupported_element(adapter, molecules):
 def test_empty_structure(adapter):
     with pytest.raises(CPDInputError, match="no atoms"):
         adapter.forward_batch([Atoms()])
+
+
+def test_dense_convolution_matches_matgls_own_forward(adapter, molecules):
+    """The reordered neighbour sum used for extraction gives matgl's features (molecules of different sizes, so
+    the per-molecule padding is exercised), and matgl's own convolution is restored afterwards."""
+    mixed = molecules + [Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                                                [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])]
+    dense = adapter.forward_batch(mixed, dense=True)
+    reference = adapter.forward_batch(mixed, dense=False)
+    for name in reference:
+        np.testing.assert_allclose(dense[name], reference[name], atol=2e-5 * np.abs(reference[name]).max())
+    assert all("forward" not in conv.__dict__ for conv in adapter.model.so3convs)
