@@ -39,35 +39,34 @@ def split_by_l(features: np.ndarray, irreps: str) -> dict[int, np.ndarray]:
     return {l: np.concatenate(parts, axis=1) for l, parts in sorted(blocks.items())}
 
 
-def _segment_pool(values: np.ndarray, n_atoms: np.ndarray, pooling: str) -> np.ndarray:
-    """Sum or mean over each structure's atoms; values (total_atoms, ...) -> (n_structures, ...)."""
-    if pooling not in POOLINGS:
-        raise CPDInputError(f"Unknown pooling '{pooling}'; choose one of {POOLINGS}.")
+def _segment_sums(values: np.ndarray, n_atoms: np.ndarray) -> np.ndarray:
+    """Sum over each structure's atoms, in float64; values (total_atoms, ...) -> (n_structures, ...)."""
     if (n_atoms <= 0).any():
         raise CPDInputError("Cannot pool a structure with no atoms.")
     starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
-    pooled = np.add.reduceat(values.astype(np.float64), starts, axis=0)
-    if pooling == "mean":
-        pooled /= n_atoms.reshape((-1,) + (1,) * (values.ndim - 1))
-    return pooled
+    return np.add.reduceat(values.astype(np.float64), starts, axis=0)
 
 
 def pool_invariants(features: np.ndarray, irreps: str, n_atoms: np.ndarray, layer: str) -> dict[str, np.ndarray]:
-    """Every pooling x invariant combination for one layer: {feature_key: (n_structures, mul_l)} float32."""
+    """Every pooling x invariant combination for one layer: {feature_key: (n_structures, mul_l)} float32.
+
+    Sums are taken once; a mean is the sum divided by the atom count (for pooled_norm, the norm of the mean
+    vector is the norm of the sum over the count)."""
     n_atoms = np.asarray(n_atoms, dtype=np.int64)
     if features.shape[0] != n_atoms.sum():
         raise CPDInputError(f"{features.shape[0]} atom rows but the structures hold {n_atoms.sum()} atoms.")
+    scale = {"sum": np.ones((len(n_atoms), 1)), "mean": 1.0 / n_atoms[:, None]}
     out: dict[str, np.ndarray] = {}
     for l, block in split_by_l(np.asarray(features), irreps).items():
+        if l == 0:
+            sums = {None: _segment_sums(block[:, :, 0], n_atoms)}
+        else:
+            sums = {"atom_norm": _segment_sums(np.linalg.norm(block.astype(np.float64), axis=2), n_atoms),
+                    "pooled_norm": np.linalg.norm(_segment_sums(block, n_atoms), axis=2)}
         for pooling in POOLINGS:
-            if l == 0:
-                out[feature_key(layer, 0, pooling)] = _segment_pool(block[:, :, 0], n_atoms, pooling)
-                continue
-            atom_norms = np.linalg.norm(block.astype(np.float64), axis=2)
-            out[feature_key(layer, l, pooling, "atom_norm")] = _segment_pool(atom_norms, n_atoms, pooling)
-            pooled = _segment_pool(block, n_atoms, pooling)
-            out[feature_key(layer, l, pooling, "pooled_norm")] = np.linalg.norm(pooled, axis=2)
-    return {k: v.astype(np.float32) for k, v in out.items()}
+            for invariant, total in sums.items():
+                out[feature_key(layer, l, pooling, invariant)] = (total * scale[pooling]).astype(np.float32)
+    return out
 
 
 def channels_of(irreps: str) -> list[int]:
