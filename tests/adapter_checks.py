@@ -3,6 +3,7 @@
 Invariance: rotating, translating and permuting a structure leaves every pooled invariant vector unchanged.
 Equivariance: the L=1 (and higher) blocks of per-atom features rotate with e3nn's Wigner matrices.
 Batching: a batch gives the same vectors as one structure at a time.
+Description: `forward_batch` returns exactly the layers `describe()` declares, one float32 row per atom.
 """
 
 from __future__ import annotations
@@ -67,3 +68,15 @@ def check_batched_matches_single(adapter, atoms_list, rtol=1e-3, atol=1e-4):
     single = [extract_invariants(adapter, [a], batch_size=1) for a in atoms_list]
     stacked = {k: np.concatenate([s[k] for s in single]) for k in batched}
     assert_close_arrays(batched, stacked, rtol, atol, "batched vs single")
+
+
+def check_output_matches_description(adapter, info, structures):
+    """forward_batch gives the declared layers, in order, each (atoms, irreps dim), float32 and finite."""
+    out = adapter.forward_batch(structures)
+    assert list(out) == list(info.layers)
+    n_atoms = sum(len(a) for a in structures)
+    for name, irreps in info.layers.items():
+        assert out[name].shape == (n_atoms, o3.Irreps(irreps).dim), name
+        assert out[name].dtype == np.float32
+        assert np.isfinite(out[name]).all(), name
+    return out

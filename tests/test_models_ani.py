@@ -8,9 +8,8 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
-from e3nn import o3
 
-from adapter_checks import check_batched_matches_single, check_invariance
+from adapter_checks import check_batched_matches_single, check_invariance, check_output_matches_description
 from cpd_core.data.qm9 import load_qm9
 from cpd_core.errors import CPDInputError
 from cpd_core.models import ani
@@ -68,13 +67,7 @@ def test_describe_matches_loaded_model(model_id, aev, nets, molecules):
     assert info.layers == adapter.info.layers
     assert info.elements == ("H", "C", "N", "O", "S", "F", "Cl")
     assert ani.offline_available(model_id)
-    out = adapter.forward_batch(molecules)
-    assert list(out) == list(info.layers)
-    n_atoms = sum(len(a) for a in molecules)
-    for name, irreps in info.layers.items():
-        assert out[name].shape == (n_atoms, o3.Irreps(irreps).dim)
-        assert out[name].dtype == np.float32
-        assert np.isfinite(out[name]).all()
+    check_output_matches_description(adapter, info, molecules)
     if model_id == ani.AEV_ID:
         assert info.family == "handcrafted descriptor" and info.layers == {"aev": "1008x0e"}
     else:

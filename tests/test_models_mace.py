@@ -10,7 +10,12 @@ import torch
 from ase import Atoms
 from e3nn import o3
 
-from adapter_checks import check_batched_matches_single, check_equivariance, check_invariance
+from adapter_checks import (
+    check_batched_matches_single,
+    check_equivariance,
+    check_invariance,
+    check_output_matches_description,
+)
 from cpd_core.data.qm9 import load_qm9
 from cpd_core.errors import CPDInputError
 from cpd_core.models import mace as mace_adapter
@@ -41,13 +46,7 @@ def test_describe_matches_loaded_model(adapter, molecules):
     # messages carry L up to 3; the last product keeps only scalars
     assert {ir.l for _, ir in o3.Irreps(info.layers["interaction_1_message"])} == {0, 1, 2, 3}
     assert o3.Irreps(info.layers["product_2"]).lmax == 0
-    out = adapter.forward_batch(molecules)
-    assert list(out) == list(info.layers)
-    n_atoms = sum(len(a) for a in molecules)
-    for name, irreps in info.layers.items():
-        assert out[name].shape == (n_atoms, o3.Irreps(irreps).dim)
-        assert out[name].dtype == np.float32
-        assert np.isfinite(out[name]).all()
+    check_output_matches_description(adapter, info, molecules)
 
 
 def test_import_restores_weights_only_default(monkeypatch):

@@ -10,7 +10,12 @@ from ase.build import fcc111
 from ase.data import chemical_symbols
 from e3nn import o3
 
-from adapter_checks import check_batched_matches_single, check_equivariance, check_invariance
+from adapter_checks import (
+    check_batched_matches_single,
+    check_equivariance,
+    check_invariance,
+    check_output_matches_description,
+)
 from cpd_core.data.mp import load_mp
 from cpd_core.data.qm9 import load_qm9
 from cpd_core.errors import CPDInputError
@@ -69,10 +74,6 @@ def crystals():
     return sorted(pool, key=len)[:2]
 
 
-def _irreps_dim(irreps: str) -> int:
-    return o3.Irreps(irreps).dim
-
-
 # ------------------------------------------------------------------------------------------ description
 
 def test_registry_and_describe():
@@ -100,13 +101,7 @@ def test_describe_matches_loaded_model(adapter, molecules, crystals):
     gates = [name for name in model._modules if name.endswith("_equivariant_gate")]
     assert [o3.Irreps(model.get_irreps_in(g, "irreps_out")) for g in gates] == [o3.Irreps(v) for v in info.layers.values()]
     structures = molecules[:2] + crystals[:1]
-    out = adapter.forward_batch(structures)
-    assert list(out) == list(info.layers)
-    n_atoms = sum(len(a) for a in structures)
-    for name, irreps in info.layers.items():
-        assert out[name].shape == (n_atoms, _irreps_dim(irreps))
-        assert out[name].dtype == np.float32
-        assert np.isfinite(out[name]).all()
+    check_output_matches_description(adapter, info, structures)
 
 
 # ---------------------------------------------------------------- the captured tensors are the model's states

@@ -8,7 +8,12 @@ import torch
 from ase import Atoms
 from e3nn import o3
 
-from adapter_checks import check_batched_matches_single, check_equivariance, check_invariance
+from adapter_checks import (
+    check_batched_matches_single,
+    check_equivariance,
+    check_invariance,
+    check_output_matches_description,
+)
 from cpd_core.data.qm9 import load_qm9
 from cpd_core.errors import CPDInputError
 from cpd_core.models import so3net
@@ -36,13 +41,7 @@ def test_describe_matches_loaded_model(adapter, molecules):
     assert info.layers == adapter.info.layers == {f"gc_{i}": "64x0e+64x1o+64x2e" for i in (1, 2, 3)}
     assert info.cutoff == pytest.approx(adapter.info.cutoff)
     assert info.weights_hash
-    out = adapter.forward_batch(molecules)
-    assert list(out) == list(info.layers)
-    n_atoms = sum(len(a) for a in molecules)
-    for name, irreps in info.layers.items():
-        assert out[name].shape == (n_atoms, o3.Irreps(irreps).dim)
-        assert out[name].dtype == np.float32
-        assert np.isfinite(out[name]).all()
+    check_output_matches_description(adapter, info, molecules)
 
 
 def test_basis_change_is_orthogonal_and_preserves_norms(adapter, molecules):
