@@ -10,14 +10,15 @@ unshuffled folds give large negative R² that is an artefact; `shuffle=False` ex
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import functools
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.model_selection import KFold
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from cpd_core.errors import CPDInputError
 from cpd_core.probes import CRITERIA, DEFAULT_CRITERION, make_probe, probe_settings, ridge_settings
@@ -191,13 +192,8 @@ def _settings_for_target(fold_settings: list[dict], i: int) -> dict:
 
 def results_table(results: list[CPDResult], **labels) -> pd.DataFrame:
     """Tidy table of results, one row per target, with extra label columns (model, layer, channel, ...)."""
-    rows = []
-    for r in results:
-        d = r.to_dict()
-        d.pop("fold_scores")
-        d.pop("settings")
-        rows.append({**labels, **d})
-    return pd.DataFrame(rows)
+    columns = [f.name for f in fields(CPDResult) if f.name not in ("fold_scores", "settings")]
+    return pd.DataFrame([{**labels, **{c: getattr(r, c) for c in columns}} for r in results])
 
 
 def sample_efficiency(H, C, Y, sizes, target_names=None, probe: str = "ridge", folds: int = 5,
@@ -252,6 +248,12 @@ def composition_control_target(C, elements, kind: str = "nonlinear") -> np.ndarr
     raise CPDInputError(f"Unknown control target '{kind}'; choose 'mass' or 'nonlinear'.")
 
 
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    """The BLAS/OpenMP libraries loaded in this process, found once (a lookup costs milliseconds)."""
+    return ThreadpoolController()
+
+
 def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds: int = 5, seed: int = 0,
              projection: str = "fold", shuffle: bool = True, progress=None, n_jobs: int = -1,
              probe_params=None) -> pd.DataFrame:
@@ -266,7 +268,7 @@ def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds
                                             parts=("comp",), probe_params=probe_params)}
 
     def one(label, H):
-        with threadpool_limits(1):  # many small BLAS calls: one thread each, feature sets in parallel
+        with _blas_threads().limit(limits=1):  # many small BLAS calls: one thread each, sets in parallel
             results = cpd_scores(H, C, Y, target_names, probe, folds, seed, projection, shuffle,
                                  parts=("full", "geom"), probe_params=probe_params)
         for r in results:
