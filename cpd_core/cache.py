@@ -7,12 +7,15 @@ format version; inside it, one array per (layer, L, pooling, invariant) (`cpd_co
   (Ctrl-C, a closed browser tab, a crash) resumes where it stopped.
 - Every write is atomic (temporary file, then rename); a file lock makes two processes computing the same
   entry take turns (the second finds it done).
+- `workers > 1` computes missing chunks in that many worker processes (one model copy and one torch thread
+  each); the parent saves each chunk as it arrives, so progress and resumption work as with one process.
 - `manifest.json` holds each array's SHA-256 and shape; an entry or chunk that does not match is deleted and
   recomputed, never read.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -146,6 +149,24 @@ class EmbeddingEntry:
             return None
 
     # ------------------------------------------------------------------ writing
+    def _bounds(self, i: int) -> tuple[int, int]:
+        return i * self.chunk_size, min((i + 1) * self.chunk_size, len(self.structures))
+
+    def _rows(self, chunks) -> int:
+        return sum(stop - start for start, stop in map(self._bounds, chunks))
+
+    def _compute_in_workers(self, todo, workers, progress, batch_size, n_done) -> None:
+        """Missing chunks in `workers` processes, saved here as each one arrives (in any order)."""
+        from joblib import Parallel, delayed
+
+        tasks = (delayed(_extract_chunk)(i, self.info.id, self.structures.to_atoms_list(range(*self._bounds(i))),
+                                         batch_size) for i in todo)
+        for i, arrays in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
+            self._save_chunk(i, arrays)
+            n_done += self._rows([i])
+            if progress is not None:
+                progress(n_done, len(self.structures))
+
     def _save_chunk(self, i: int, arrays: dict[str, np.ndarray]) -> None:
         data_path, meta_path = self._chunk_paths(i)
 
@@ -157,27 +178,34 @@ class EmbeddingEntry:
         _write_json(meta_path, {"sha256": _sha(data_path)})
 
     def compute(self, adapter_factory: Callable[[], ModelAdapter], progress: Progress | None = None,
-                batch_size: int | None = None) -> dict[str, np.ndarray]:
-        """Compute missing chunks (resuming earlier work), assemble, verify and return the arrays."""
+                batch_size: int | None = None, workers: int = 1) -> dict[str, np.ndarray]:
+        """Compute missing chunks (resuming earlier work), assemble, verify and return the arrays.
+
+        workers > 1: missing chunks go to worker processes that load the model by id (`adapter_factory` is not
+        used then)."""
         self.chunks.mkdir(parents=True, exist_ok=True)
         _write_json(self.folder / "entry.json", {"model": self.info.to_dict(), "structures": self.structures.name,
                                                  "fingerprint": self.structures.fingerprint(),
                                                  "n": len(self.structures), "format": CACHE_FORMAT})
         total = len(self.structures)
         done = set(self.completed_chunks())
-        adapter = None
-        for i in range(self.n_chunks):
-            start, stop = i * self.chunk_size, min((i + 1) * self.chunk_size, total)
-            if i not in done:
-                adapter = adapter or adapter_factory()
-                atoms = self.structures.to_atoms_list(range(start, stop))
-                inner = (lambda d, _t, s=start: progress(s + d, total)) if progress else None
-                self._save_chunk(i, extract_invariants(adapter, atoms, batch_size=batch_size, progress=inner))
-            if progress is not None:
-                progress(stop, total)
+        todo = [i for i in range(self.n_chunks) if i not in done]
+        if workers > 1 and len(todo) > 1:
+            self._compute_in_workers(todo, workers, progress, batch_size, n_done=total - self._rows(todo))
+        else:
+            adapter = None
+            for i in range(self.n_chunks):
+                start, stop = self._bounds(i)
+                if i not in done:
+                    adapter = adapter or adapter_factory()
+                    atoms = self.structures.to_atoms_list(range(start, stop))
+                    inner = (lambda d, _t, s=start: progress(s + d, total)) if progress else None
+                    self._save_chunk(i, extract_invariants(adapter, atoms, batch_size=batch_size, progress=inner))
+                if progress is not None:
+                    progress(stop, total)
         parts = [self._load_chunk(i) for i in range(self.n_chunks)]
         if any(p is None for p in parts):  # a chunk vanished or broke meanwhile: go again
-            return self.compute(adapter_factory, progress, batch_size)
+            return self.compute(adapter_factory, progress, batch_size, workers)
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         manifest = {"arrays": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "key": self.key}
         for key, value in arrays.items():
@@ -189,12 +217,29 @@ class EmbeddingEntry:
         return arrays
 
 
+@functools.cache
+def _worker_adapter(model_id: str) -> ModelAdapter:
+    """The model, loaded once per worker process, on one torch thread (the workers share the cores)."""
+    import torch
+
+    from cpd_core.models import load_model
+
+    torch.set_num_threads(1)
+    return load_model(model_id)
+
+
+def _extract_chunk(i: int, model_id: str, atoms, batch_size):
+    """Worker task: (chunk index, invariants of the chunk's structures)."""
+    return i, extract_invariants(_worker_adapter(model_id), atoms, batch_size=batch_size)
+
+
 def cached_invariants(model_id: str, structures: StructureSet, progress: Progress | None = None,
                       batch_size: int | None = None, chunk_size: int = DEFAULT_CHUNK,
-                      adapter: ModelAdapter | None = None) -> dict[str, np.ndarray]:
+                      adapter: ModelAdapter | None = None, workers: int = 1) -> dict[str, np.ndarray]:
     """{feature_key: (n, d)} for a model on a structure set, from the cache or computed (and cached).
 
     The model is loaded only when something must be computed (pass `adapter` to reuse a loaded one).
+    workers > 1 computes missing chunks in that many processes (not with a given `adapter`).
     """
     from cpd_core.models import describe_model, load_model
 
@@ -203,7 +248,8 @@ def cached_invariants(model_id: str, structures: StructureSet, progress: Progres
     with entry.lock:
         arrays = entry.load()
         if arrays is None:
-            arrays = entry.compute(lambda: adapter or load_model(model_id), progress, batch_size)
+            arrays = entry.compute(lambda: adapter or load_model(model_id), progress, batch_size,
+                                   workers=1 if adapter is not None else workers)
         elif progress is not None:
             progress(len(structures), len(structures))
     return arrays

@@ -149,6 +149,7 @@ def embed(
     pooling: str = typer.Option("mean", help="mean | sum"),
     invariant: str = typer.Option("pooled_norm", help="L>0 invariant: pooled_norm | atom_norm"),
     batch_size: Optional[int] = typer.Option(None, help="Structures per forward pass"),
+    workers: int = typer.Option(1, help="Worker processes (one model copy and one torch thread each)"),
 ):
     """Per-structure invariant vectors of every layer and L channel, written as `<layer>/L<l>` arrays."""
     from tqdm import tqdm
@@ -165,7 +166,7 @@ def embed(
         def progress(done, total):
             bar.update(done - bar.n)
 
-        arrays = cached_invariants(model, structures, progress=progress, batch_size=batch_size)
+        arrays = cached_invariants(model, structures, progress=progress, batch_size=batch_size, workers=workers)
     selected = {}
     for key in arrays:
         layer, l_part, pool = key.split("/")[:3]

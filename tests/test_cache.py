@@ -9,6 +9,7 @@ from ase.build import molecule
 
 from cpd_core.cache import EmbeddingEntry, cache_summary, cached_invariants, clear_cache
 from cpd_core.data.structures import StructureSet
+from cpd_core.models import describe_model
 from cpd_core.models.base import ModelAdapter, ModelInfo
 
 
@@ -137,3 +138,20 @@ def test_two_processes_computing_the_same_entry(isolated_cache):
     assert sums[0] == sums[1]
     rows = cache_summary()
     assert len(rows) == 1 and rows[0]["complete"]
+
+
+def test_worker_processes_give_the_same_entry_and_resume(isolated_cache, structures):
+    """Two worker processes (a real model, loaded by id in each) fill the chunks of one entry; the arrays equal
+    a one-process computation, and a second call resumes from the chunks already on disk."""
+    serial = cached_invariants("ani2x-aev", structures, chunk_size=8)
+    clear_cache()
+    seen = []
+    entry = EmbeddingEntry(describe_model("ani2x-aev"), structures, chunk_size=8)
+    entry.chunks.mkdir(parents=True, exist_ok=True)
+    entry._save_chunk(0, {k: v[:8] for k, v in serial.items()})      # as if interrupted after one chunk
+    parallel = cached_invariants("ani2x-aev", structures, chunk_size=8, workers=2,
+                                 progress=lambda done, total: seen.append(done))
+    assert parallel.keys() == serial.keys()
+    for key in serial:
+        np.testing.assert_allclose(parallel[key], serial[key], rtol=1e-6, atol=1e-7)
+    assert seen[-1] == 40 and seen[0] >= 16 and seen == sorted(seen)   # chunk 0 was not recomputed
