@@ -305,6 +305,12 @@ def write_report(tables: dict[str, pd.DataFrame], config: ReportConfig, out: Pat
               f"Rerun: `python -m cpd_core report --size {config.size} --qm9-n {config.qm9_n} "
               f"--models {','.join(config.qm9_models)} --mp-models '{','.join(config.mp_models)}' --out {out}` "
               "(cached results are reused; delete cache/results to recompute)\n")
+    partial = tables["disentanglement_qm9"].groupby("model").n.min()
+    partial = partial[partial < config.qm9_n]
+    if len(partial):
+        header += ("\nModels that do not know every element present ran on the molecules they support and appear "
+                   "only in the disentanglement and routing tables: " + ", ".join(
+                       f"{m} ({n:,} of {config.qm9_n:,} molecules)" for m, n in partial.items()) + ".\n")
     sections = [("Claims", claim_table)] + [(name.replace("_", " ").capitalize(), t) for name, t in tables.items()
                                             if not name.startswith("disentanglement")]
     md = [header] + [f"## {title}\n\n{_md_table(table)}\n" for title, table in sections]
