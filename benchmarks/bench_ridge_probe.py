@@ -1,12 +1,12 @@
 """Ridge probe with alpha selection: ours vs scikit-learn, and a full grid of CPD probes.
 
-1. One probe on 10,000 x 640 features, 5 shuffled folds, 20 alphas: our RidgeProbe (alpha by GCV, the default,
-   or by exact efficient leave-one-out, from one eigendecomposition per fold) against scikit-learn's
+1. One probe on 10,000 x 640 features, 5 shuffled folds, 20 alphas: our RidgeProbe (alpha by exact efficient
+   leave-one-out, the default, or by GCV, from one eigendecomposition per fold) against scikit-learn's
    StandardScaler + RidgeCV and StandardScaler + GridSearchCV(Ridge, 5-fold). Same folds, same alphas; prints
    times and ratios.
 2. The grid the dashboard needs: 8 models x 6 layers x 3 channels (dims 128, 64, 32) x 5 targets on 10,000
    structures, R²_full + R²_geom (+ shared R²_comp) with 5-fold CV, through `cpd_grid` (per-fold statistics,
-   `cpd_core.ridge_folds`). Goal: 10 s or less on 2 cores. Timed with the default GCV and with LOO.
+   `cpd_core.ridge_folds`). Goal: 10 s or less on 2 cores. Timed with the default LOO and with GCV.
 
 Synthetic features with a planted composition and geometric part (timing does not depend on the values).
 Run: python benchmarks/bench_ridge_probe.py [--n 10000] [--skip-gridsearch]
@@ -41,7 +41,7 @@ def planted(n: int, d: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def time_one_probe(H, y, folds, skip_gridsearch: bool) -> dict:
     splits = fold_indices(len(y), folds, seed=0)
     timings = {}
-    for criterion in ("gcv", "loo"):
+    for criterion in ("loo", "gcv"):
         start = time.perf_counter()
         for train, test in splits:
             RidgeProbe(alphas=DEFAULT_ALPHAS, criterion=criterion).fit(H[train], y[train]).predict(H[test])
@@ -70,7 +70,7 @@ def main() -> None:
     H, C, Y = planted(args.n, args.dim, rng)
     print(f"1) one probe: {args.n} x {args.dim}, 5 folds, {len(DEFAULT_ALPHAS)} alphas")
     timings = time_one_probe(H, Y[:, 0], 5, args.skip_gridsearch)
-    ours = timings["ours (RidgeProbe, GCV)"]
+    ours = timings["ours (RidgeProbe, LOO)"]
     for name, seconds in timings.items():
         print(f"   {name:50s} {seconds:8.2f} s   ratio vs ours {seconds / ours:6.1f}x")
 
@@ -81,7 +81,7 @@ def main() -> None:
             for channel, d in zip(("L0", "L1", "L2"), (128, 64, 32)):
                 feature_sets[(f"model{m}", f"layer{layer}", channel)] = planted(args.n, d, rng)[0]
     names = [f"t{i}" for i in range(5)]
-    for criterion in ("gcv", "loo"):
+    for criterion in ("loo", "gcv"):
         start = time.perf_counter()
         table = cpd_grid(feature_sets, C, Y, names, probe_params={"criterion": criterion})
         seconds = time.perf_counter() - start

@@ -82,7 +82,7 @@ def probe(
     folds: int = typer.Option(5, help="Number of shuffled K-fold splits"),
     seed: int = typer.Option(0, help="Seed of the fold shuffle and the probes"),
     projection: str = typer.Option("fold", help="fold (fit on training rows) | transductive"),
-    criterion: str = typer.Option("gcv", help="Ridge alpha selection: gcv | loo (exact leave-one-out)"),
+    criterion: str = typer.Option("loo", help="Ridge alpha selection: loo (exact leave-one-out) | gcv"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
 ):
     """R²_full, R²_comp and R²_geom of one target with shuffled K-fold CV."""

@@ -44,7 +44,7 @@ def _segment_sums(values: np.ndarray, n_atoms: np.ndarray) -> np.ndarray:
     if (n_atoms <= 0).any():
         raise CPDInputError("Cannot pool a structure with no atoms.")
     starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
-    return np.add.reduceat(values.astype(np.float64), starts, axis=0)
+    return np.add.reduceat(values, starts, axis=0, dtype=np.float64)
 
 
 def pool_invariants(features: np.ndarray, irreps: str, n_atoms: np.ndarray, layer: str) -> dict[str, np.ndarray]:

@@ -70,7 +70,7 @@ class ReportConfig:
         raise ValueError(f"Unknown report size '{size}'; choose small, medium or full.")
 
 
-RESULTS_VERSION = 3  # bump when probe or projection defaults change, so cached results are not reused
+RESULTS_VERSION = 4  # bump when probe or projection defaults change, so cached results are not reused
 
 
 def _cached_table(name: str, key: dict, compute, timings: dict | None = None) -> pd.DataFrame:
@@ -183,7 +183,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         rows.append(dict(claim=claim, paper=paper, ours=ours, model=model, protocol=protocol,
                          holds="yes" if holds is True else "no" if holds is False else "n/a"))
 
-    ridge = "Ridge (GCV alpha), 5-fold shuffled, fold-aware QR projection on counts, mean pooling"
+    ridge = "Ridge (LOO alpha), 5-fold shuffled, fold-aware QR projection on counts, mean pooling"
     mace = best[best.model.str.startswith("mace") & (best.probe == "ridge") & (best.target == "gap")]
     if len(mace):
         r = mace.sort_values("r2_geom").iloc[-1]
@@ -196,7 +196,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             r = ani.iloc[0]
             add(f"ANI-2x AEV, gap, {probe.upper()} probe on the residual", paper,
                 f"{r.r2_geom:.3f} ± {r.r2_geom_std:.3f}", "ani2x-aev / aev",
-                ridge.replace("Ridge (GCV alpha)", probe.upper()) + "; training-constant columns dropped, "
+                ridge.replace("Ridge (LOO alpha)", probe.upper()) + "; training-constant columns dropped, "
                 "test values clipped to the training range", bool(expect(r.r2_geom)))
     routing = tables["routing_qm9"]
     mace_routes = routing[routing.model.str.startswith("mace")]
