@@ -217,7 +217,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             g = sub[sub.probe == "gbt"].r2_geom
             rr = sub[sub.probe == "ridge"].r2_geom
             add(f"GBT probes recover a purely compositional target ({target}) from residuals",
-                "GBT R² 0.68-0.95", f"GBT {g.min():.2f}-{g.max():.2f}; Ridge {rr.min():.2f}-{rr.max():.2f}",
+                "GBT R² 0.68-0.95", f"GBT {g.min():.2f} to {g.max():.2f}; Ridge {rr.min():.2f} to {rr.max():.2f}",
                 ", ".join(sub.model.unique()), "last layer, all channels, residual of the QR projection",
                 bool(g.min() > 0.5 and rr.max() < 0.3))
     eff = tables["sample_efficiency"]
@@ -297,9 +297,10 @@ def write_report(tables: dict[str, pd.DataFrame], config: ReportConfig, out: Pat
                f"{__import__('os').cpu_count()} CPU cores, Python {platform.python_version()}")
     computed = "" if compute_seconds is None else (
         f" The result tables took {compute_seconds / 60:.1f} min of computation in all (summed over the runs that "
-        "filled the result cache, extraction of representations included).")
-    header = (f"# CPD Explorer report ({config.size})\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} in "
-              f"{seconds / 60:.1f} min on {machine}.{computed}\n\nQM9: {config.qm9_n} molecules (seed {config.seed}), models "
+        "filled the result cache; representations already in the embedding cache were read, not recomputed, there).")
+    header = (f"# CPD Explorer report ({config.size})\n\nWritten {time.strftime('%Y-%m-%d %H:%M')} on {machine}; "
+              f"this run took {seconds / 60:.1f} min (tables already in the result cache are read, not recomputed)."
+              f"{computed}\n\nQM9: {config.qm9_n} molecules (seed {config.seed}), models "
               f"{', '.join(config.qm9_models)}. Materials Project: {config.mp_n} crystals, models "
               f"{', '.join(config.mp_models) or 'none'}. {config.folds}-fold shuffled CV.\n\n"
               f"Rerun: `python -m cpd_core report --size {config.size} --qm9-n {config.qm9_n} "
