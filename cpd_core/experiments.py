@@ -225,6 +225,7 @@ PROTOCOLS = {
     "transductive projection": {"projection": "transductive"},
     "composition as fractions": {"composition": "fractions"},
     "alpha by GCV instead of leave-one-out": {"probe_params": {"criterion": "gcv"}},
+    "transductive projection and GCV alpha": {"projection": "transductive", "probe_params": {"criterion": "gcv"}},
     "fixed alpha = 1": {"probe_params": {"alphas": [1.0]}},
     "Ridge residualisation (alpha = 1) instead of QR": {"projector_params": {"method": "ridge", "alpha": 1.0}},
 }

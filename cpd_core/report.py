@@ -148,7 +148,7 @@ def run_experiments(config: ReportConfig, log=print, timings: dict | None = None
          lambda: E.pooling_ablation(qm9, shared, ("gap", "dipole"), folds=config.folds, seed=config.seed))
     step("isomer_benchmark", models_key,
          lambda: E.isomer_benchmark(qm9, shared, "gap", folds=config.folds, seed=config.seed))
-    step("protocol_sensitivity", models_key,
+    step("protocol_sensitivity", {**models_key, "protocols": E.PROTOCOLS},
          lambda: E.protocol_sensitivity(qm9, shared, "gap", folds=config.folds, seed=config.seed))
     zoo = {arch: {t: f"{arch}-qm9-{t}" for t in ("gap", "U0")} for arch in ("mace", "visnet", "schnet")}
     zoo = {a: d for a, d in zoo.items() if all(m in shared for m in d.values())}
