@@ -74,7 +74,7 @@ def main() -> None:
     ids = args.models or [m for m in model_ids() if offline_available(m)]
     print(f"{'model':22s} {'batched ms/mol':>15s} {'ASE loop ms/mol':>16s} {'ratio':>7s} {'full QM9 (min)':>15s}")
     for model_id in ids:
-        structures, left_out = supported_subset(qm9, model_id)  # e.g. no fluorine for SO3Net
+        structures, left_out = supported_subset(qm9, [model_id])  # e.g. no fluorine for SO3Net
         if left_out:
             print(f"{model_id}: {left_out} molecules with elements it does not support are left out")
         try:

@@ -119,22 +119,6 @@ def supported_subset(structures: StructureSet, model_ids: Iterable[str]) -> tupl
 
 
 # ---------------------------------------------------------------------------------------------- features
-def supported_subset(structures: StructureSet, model_id: str) -> tuple[StructureSet, int]:
-    """The structures made only of elements the model supports, and how many were left out.
-
-    E.g. SO3Net trained on ANI-1x knows H, C, N and O, so QM9 molecules with fluorine are left out for it."""
-    from ase.data import atomic_numbers
-
-    from cpd_core.models import describe_model
-
-    elements = describe_model(model_id).elements
-    allowed = np.isin(structures.numbers, [atomic_numbers[e] for e in elements])
-    keep = np.array([allowed[a:b].all() for a, b in zip(structures.offsets[:-1], structures.offsets[1:])], dtype=bool)
-    if keep.all():
-        return structures, 0
-    return structures.subset(np.flatnonzero(keep)), int((~keep).sum())
-
-
 def feature_sets(structures: StructureSet, model_ids: Iterable[str], pooling: str = "mean",
                  invariant: str = "pooled_norm", progress: AnalysisProgress | None = None,
                  combined: bool | str = True) -> dict[tuple[str, str, str], np.ndarray]:
@@ -205,7 +189,7 @@ def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets:
                     probe: str = "ridge", pooling: str = "mean", invariant: str = "pooled_norm",
                     folds: int = 5, seed: int = 0, composition: str = "counts", projection: str = "fold",
                     features: dict | None = None, only: Iterable[tuple[str, str, str]] | None = None,
-                    progress: AnalysisProgress | None = None, n_jobs: int = -1) -> pd.DataFrame:
+                    progress: AnalysisProgress | None = None, n_jobs: int = -1, split: str = "kfold") -> pd.DataFrame:
     """CPD scores of every (model, layer, channel) for the targets, as one tidy table.
 
     Columns: model, family, layer, depth, n_layers, rel_depth, channel, dim, target, r2_full, r2_full_std,
@@ -230,7 +214,7 @@ def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets:
     C, _ = composition_matrix(structures, composition)
     Y, names = target_matrix(structures, targets)
     table = cpd_grid(features, C, Y, names, probe=probe, folds=folds, seed=seed, projection=projection,
-                     progress=lambda d, t: progress(f"CPD with {probe} probes", d, t), n_jobs=n_jobs)
+                     progress=lambda d, t: progress(f"CPD with {probe} probes", d, t), n_jobs=n_jobs, split=split)
     return _label_table(table, pooling, invariant, composition)
 
 

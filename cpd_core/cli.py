@@ -83,6 +83,7 @@ def probe(
     seed: int = typer.Option(0, help="Seed of the fold shuffle and the probes"),
     projection: str = typer.Option("fold", help="fold (fit on training rows) | transductive"),
     criterion: str = typer.Option("loo", help="Ridge alpha selection: loo (exact leave-one-out) | gcv"),
+    split: str = typer.Option("kfold", help="kfold (--folds shuffled folds) | fixed (one seeded 80/20 split)"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
 ):
     """R²_full, R²_comp and R²_geom of one target with shuffled K-fold CV."""
@@ -97,7 +98,7 @@ def probe(
         raise CPDInputError(f"Target must be one column, got shape {y.shape}.")
     params = {"criterion": criterion} if probe_name == "ridge" else None
     result = cpd_scores(H, C, y, probe=probe_name, folds=folds, seed=seed, projection=projection,
-                        probe_params=params)[0]
+                        probe_params=params, split=split)[0]
     out = result.to_dict()
     if as_json:
         typer.echo(json.dumps(out))
@@ -105,7 +106,8 @@ def probe(
     for part in ("full", "comp", "geom"):
         typer.echo(f"R²_{part:4s} {out[f'r2_{part}']:+.3f} ± {out[f'r2_{part}_std']:.3f}")
     typer.echo(f"n={out['n']} (dropped {out['n_dropped']} non-finite targets), probe={probe_name}, "
-               f"{folds}-fold shuffled (seed {seed}), projection={projection}")
+               f"{'one fixed 80/20 split' if split == 'fixed' else f'{folds}-fold shuffled'} (seed {seed}), "
+               f"projection={projection}")
 
 
 @app.command()

@@ -6,6 +6,8 @@ For features H (n, d), composition C (n, k) and targets Y (n,) or (n, t):
     R²_geom  probe on the residual H - P_[1|C] H (projector fitted on training rows only, by default)
 each as mean and standard deviation over shuffled, seeded folds. QM9's file order follows molecule size, so
 unshuffled folds give large negative R² that is an artefact; `shuffle=False` exists only to demonstrate that.
+`split="fixed"` replaces K-fold CV by one seeded, shuffled 80/20 train/test split (the paper's protocol for its
+Materials Project subset; its std is 0).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from cpd_core.ridge_folds import ridge_cpd_folds
 
 PROJECTIONS = ("fold", "transductive")
 PARTS = ("full", "comp", "geom")
+SPLITS = ("kfold", "fixed")
+FIXED_TEST_FRACTION = 0.2
 
 
 @dataclass
@@ -47,6 +51,7 @@ class CPDResult:
     seed: int
     projection: str
     shuffle: bool
+    split: str = "kfold"
     settings: dict = field(default_factory=dict)
     fold_scores: dict = field(default_factory=dict)
 
@@ -105,15 +110,22 @@ def _r2_columns(Y_true, Y_pred) -> np.ndarray:
         return 1.0 - ss_res / ss_tot
 
 
-def fold_indices(n: int, folds: int = 5, seed: int = 0, shuffle: bool = True):
-    """The (train, test) index pairs used everywhere: KFold, shuffled with a seed unless told otherwise."""
+def fold_indices(n: int, folds: int = 5, seed: int = 0, shuffle: bool = True, split: str = "kfold"):
+    """The (train, test) index pairs used everywhere: KFold, shuffled with a seed unless told otherwise;
+    split='fixed': one seeded random split with FIXED_TEST_FRACTION of the rows held out."""
+    if split == "fixed":
+        order = np.random.default_rng(seed).permutation(n)
+        n_test = max(1, int(round(n * FIXED_TEST_FRACTION)))
+        return [(np.sort(order[n_test:]), np.sort(order[:n_test]))]
+    if split != "kfold":
+        raise CPDInputError(f"Unknown split '{split}'; choose one of {SPLITS}.")
     splitter = KFold(n_splits=folds, shuffle=shuffle, random_state=seed if shuffle else None)
     return list(splitter.split(np.arange(n)))
 
 
 def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5, seed: int = 0,
                projection: str = "fold", shuffle: bool = True, parts=PARTS, probe_params=None,
-               projector_params=None) -> list[CPDResult]:
+               projector_params=None, split: str = "kfold") -> list[CPDResult]:
     """R²_full, R²_comp and R²_geom (mean, std over folds) for each target column of Y.
 
     probe_params go to the probe (e.g. {"alphas": [1.0]} for a fixed Ridge alpha); projector_params to the
@@ -125,8 +137,8 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
     template = make_probe(probe, seed=seed, **(probe_params or {}))
     scores = {part: [] for part in parts}
     settings: dict = {}
-    splits = fold_indices(len(Y), folds, seed, shuffle)
-    fast = _fold_statistics_parts(probe, projection, parts, probe_params, projector_params)
+    splits = fold_indices(len(Y), folds, seed, shuffle, split)
+    fast = _fold_statistics_parts(probe, projection, parts, probe_params, projector_params) if split == "kfold" else ()
     if fast:
         params = probe_params or {}
         criterion = params.get("criterion", DEFAULT_CRITERION)
@@ -165,7 +177,7 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
             row.setdefault("fold_scores", {})[part] = values.tolist()
         per_target = {part: _settings_for_target(settings[part], i) for part in settings}
         results.append(CPDResult(target=name, n=len(Y), n_dropped=n_dropped, probe=probe, folds=folds, seed=seed,
-                                 projection=projection, shuffle=shuffle, settings=per_target, **row))
+                                 projection=projection, shuffle=shuffle, split=split, settings=per_target, **row))
     return results
 
 
@@ -256,7 +268,7 @@ def _blas_threads() -> ThreadpoolController:
 
 def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds: int = 5, seed: int = 0,
              projection: str = "fold", shuffle: bool = True, progress=None, n_jobs: int = -1,
-             probe_params=None) -> pd.DataFrame:
+             probe_params=None, split: str = "kfold") -> pd.DataFrame:
     """CPD scores for many feature sets on the same structures and targets, as one tidy table.
 
     feature_sets: {label tuple or str: H (n, d)}; a tuple label (model, layer, channel) becomes columns
@@ -265,12 +277,12 @@ def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds
     """
     first = next(iter(feature_sets.values()))
     comp = {r.target: r for r in cpd_scores(first, C, Y, target_names, probe, folds, seed, projection, shuffle,
-                                            parts=("comp",), probe_params=probe_params)}
+                                            parts=("comp",), probe_params=probe_params, split=split)}
 
     def one(label, H):
         with _blas_threads().limit(limits=1):  # many small BLAS calls: one thread each, sets in parallel
             results = cpd_scores(H, C, Y, target_names, probe, folds, seed, projection, shuffle,
-                                 parts=("full", "geom"), probe_params=probe_params)
+                                 parts=("full", "geom"), probe_params=probe_params, split=split)
         for r in results:
             r.r2_comp, r.r2_comp_std = comp[r.target].r2_comp, comp[r.target].r2_comp_std
         labels = dict(zip(("model", "layer", "channel"), label)) if isinstance(label, tuple) else {"features": label}

@@ -48,7 +48,7 @@ def _model_features(model_id, structures, pooling="mean", invariant="pooled_norm
 
 def disentanglement(structures: StructureSet, model_ids, targets, probes=("ridge",), pooling="mean",
                     invariant="pooled_norm", folds=5, seed=0, composition="counts", channels=None,
-                    progress=None, nonlinear_targets=None, nonlinear_layers="all") -> pd.DataFrame:
+                    progress=None, nonlinear_targets=None, nonlinear_layers="all", split="kfold") -> pd.DataFrame:
     """Every (model, layer, channel) x target x probe, as `analysis.disentanglement` tables.
 
     Nonlinear probes (MLP, GBT) are costly: they run on channel 'all' only, on every layer or only the last
@@ -58,7 +58,7 @@ def disentanglement(structures: StructureSet, model_ids, targets, probes=("ridge
     frames = []
     all_structures = structures
     for m, model_id in enumerate(model_ids):
-        structures, _ = analysis.supported_subset(all_structures, model_id)
+        structures, _ = analysis.supported_subset(all_structures, [model_id])
         feats = analysis.feature_sets(structures, [model_id], pooling, invariant, combined="always")
         if channels is not None:
             feats = {k: v for k, v in feats.items() if k[2] in channels}
@@ -71,7 +71,7 @@ def disentanglement(structures: StructureSet, model_ids, targets, probes=("ridge
                 names = [t for t in targets if nonlinear_targets is None or t in nonlinear_targets]
             if names:
                 frames.append(analysis.disentanglement(structures, [model_id], names, probe, pooling, invariant,
-                                                       folds, seed, composition, features=sets))
+                                                       folds, seed, composition, features=sets, split=split))
         if progress is not None:
             progress(m + 1, len(model_ids))
     return pd.concat(frames, ignore_index=True)

@@ -26,6 +26,7 @@ from cpd_core.paths import cache_dir
 
 QM9_TARGETS = ("gap", "dipole", "polarizability", "U0")
 MP_TARGETS = ("band_gap", "formation_energy_per_atom", "density", "volume_per_atom")
+MP_NONLINEAR_TARGETS = ("band_gap", "formation_energy_per_atom")  # MLP and GBT probes (last layer)
 FAST_QM9_MODELS = ("ani2x-aev", "ani2x-nets", "mace-spice")
 QM9_MODEL_PREFERENCE = ("ani2x-aev", "ani2x-nets", "mace-spice", "so3net-ani1x", "sevennet-0", "sevennet-l3i5",
                         "chgnet-0.3.0", "mace-qm9-gap", "mace-qm9-U0", "visnet-qm9-gap", "schnet-qm9-gap")
@@ -132,11 +133,11 @@ def run_experiments(config: ReportConfig, log=print, timings: dict | None = None
     tables["best_layer_qm9"] = E.best_layer(tables["disentanglement_qm9"])
     tables["routing_qm9"] = E.routing(tables["disentanglement_qm9"])
     # the cross-model experiments compare models on the same molecules: only models that know every element
-    shared = [m for m in config.qm9_models if supported_subset(qm9, m)[1] == 0]
+    shared = [m for m in config.qm9_models if supported_subset(qm9, [m])[1] == 0]
     for m in config.qm9_models:
         if m not in shared:
             log(f"    {m} does not support every element of the subset: disentanglement and routing only, "
-                f"on {len(qm9) - supported_subset(qm9, m)[1]} molecules")
+                f"on {len(qm9) - supported_subset(qm9, [m])[1]} molecules")
     models_key = {"models": shared, "weights": [describe_model(m).weights_hash for m in shared]}
     step("tree_inflation", models_key, lambda: E.tree_inflation(qm9, shared, folds=config.folds,
                                                                 seed=config.seed))
@@ -160,10 +161,15 @@ def run_experiments(config: ReportConfig, log=print, timings: dict | None = None
         mp = load_dataset("mp", n=config.mp_n, seed=config.seed)
         key = {"mp": mp.fingerprint(), "models": config.mp_models,
                "weights": [describe_model(m).weights_hash for m in config.mp_models]}
-        step("disentanglement_mp", key,
-             lambda: E.disentanglement(mp, config.mp_models, MP_TARGETS, ("ridge",), folds=config.folds,
-                                       seed=config.seed))
+        step("disentanglement_mp", {**key, "probes": config.probes, "nonlinear": MP_NONLINEAR_TARGETS},
+             lambda: E.disentanglement(mp, config.mp_models, MP_TARGETS, config.probes, folds=config.folds,
+                                       seed=config.seed, nonlinear_targets=MP_NONLINEAR_TARGETS,
+                                       nonlinear_layers=config.nonlinear_layers))
         tables["best_layer_mp"] = E.best_layer(tables["disentanglement_mp"])
+        step("disentanglement_mp_fixed_split", key,
+             lambda: E.disentanglement(mp, config.mp_models, MP_TARGETS, ("ridge",), folds=config.folds,
+                                       seed=config.seed, split="fixed"))
+        tables["best_layer_mp_fixed_split"] = E.best_layer(tables.pop("disentanglement_mp_fixed_split"))
     return tables
 
 

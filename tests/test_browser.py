@@ -154,6 +154,8 @@ def test_selection_redraws_reaches_url_and_persists(server, page):
     page.get_by_test_id("stSidebarNav").get_by_text("Layers").click()
     page.wait_for_selector(".js-plotly-plot .gtitle:has-text('dipole')", timeout=WAIT_MS)
     wait_idle(page)
+    # the query string is rewritten by the page's script run, which can finish after the chart is drawn
+    page.wait_for_function("location.search.includes('target=dipole')", timeout=WAIT_MS)
     assert "/layers" in page.url and "target=dipole" in page.url
     assert page.locator('[data-testid="stException"]').count() == 0
     # the shared link reopens the same view in a fresh session

@@ -37,6 +37,14 @@ def test_probe_json(arrays):
     assert len(out["settings"]["geom"]["alpha_per_fold"]) == 4
 
 
+def test_probe_fixed_split_and_gcv(arrays):
+    result = runner.invoke(app, _probe_args(arrays, "--json", "--split", "fixed", "--criterion", "gcv"))
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["split"] == "fixed" and out["r2_geom_std"] == 0.0 and out["r2_geom"] > 0.9
+    assert out["settings"]["geom"]["criterion"] == "gcv" and len(out["settings"]["geom"]["alpha_per_fold"]) == 1
+
+
 def test_probe_as_module_subprocess(arrays):
     proc = subprocess.run([sys.executable, "-m", "cpd_core", *_probe_args(arrays, "--json", "--projection",
                                                                           "transductive")],

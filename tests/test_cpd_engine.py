@@ -202,3 +202,16 @@ def test_ridge_gcv_matches_brute_force_generalised_cross_validation():
     np.testing.assert_allclose(probe.cv_mse_[:, 0], scores, rtol=1e-8)
     with pytest.raises(CPDInputError, match="criterion"):
         RidgeProbe(criterion="aic").fit(X, y)
+
+
+def test_fixed_split_holds_out_one_seeded_fifth(planted):
+    (train, test), = fold_indices(500, seed=3, split="fixed")
+    assert len(test) == 100 and len(train) == 400 and not set(train) & set(test)
+    assert np.array_equal(test, fold_indices(500, seed=3, split="fixed")[0][1])        # seeded
+    assert not np.array_equal(test, fold_indices(500, seed=4, split="fixed")[0][1])
+    assert not np.array_equal(np.sort(test), np.arange(400, 500))                      # shuffled, not the tail
+    fixed = cpd_scores(planted["H"], planted["C"], planted["y_geom"], split="fixed")[0]
+    assert fixed.split == "fixed" and fixed.r2_geom_std == 0.0 and len(fixed.fold_scores["geom"]) == 1
+    assert fixed.r2_geom > 0.95
+    with pytest.raises(CPDInputError, match="Unknown split"):
+        fold_indices(500, split="holdout")

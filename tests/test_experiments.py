@@ -89,9 +89,13 @@ def test_task_alignment_with_two_models(qm9):
 
 def test_report_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("CPD_CACHE_DIR", str(tmp_path / "cache"))
-    config = ReportConfig(size="test", qm9_n=150, mp_n=40, qm9_models=["ani2x-aev"], mp_models=[],
+    config = ReportConfig(size="test", qm9_n=150, mp_n=40, qm9_models=["ani2x-aev"], mp_models=["sevennet-0"],
                           probes=("ridge",), sample_sizes=(30, 60))
     tables = run_experiments(config, log=lambda m: None)
+    # Materials Project: 5-fold CV by default, and the paper's single fixed 80/20 split
+    assert set(tables["disentanglement_mp"].split) == {"kfold"}
+    fixed = tables["best_layer_mp_fixed_split"]
+    assert set(fixed.split) == {"fixed"} and (fixed.r2_geom_std == 0).all() and len(fixed) == 4
     path = write_report(tables, config, tmp_path / "report", seconds=1.0)
     text = path.read_text()
     assert "## Claims" in text and "ANI-2x" in text
@@ -115,11 +119,11 @@ def test_report_end_to_end(tmp_path, monkeypatch):
 def test_a_model_that_lacks_an_element_runs_on_the_molecules_it_supports(qm9):
     from cpd_core.analysis import supported_subset
 
-    subset, left_out = supported_subset(qm9, "so3net-ani1x")      # H, C, N, O only
+    subset, left_out = supported_subset(qm9, ["so3net-ani1x"])      # H, C, N, O only
     has_f = sum("F" in qm9.atoms(i).get_chemical_symbols() for i in range(len(qm9)))
     assert has_f > 0 and left_out == has_f and len(subset) == len(qm9) - has_f
     assert all(set(subset.atoms(i).get_chemical_symbols()) <= set("HCNO") for i in range(len(subset)))
-    assert supported_subset(qm9, "ani2x-aev") == (qm9, 0)
+    assert supported_subset(qm9, ["ani2x-aev"]) == (qm9, 0)
     small = qm9.subset(np.arange(60))
     table = E.disentanglement(small, ["so3net-ani1x"], ["gap"], probes=("ridge",))
-    assert (table.n == len(supported_subset(small, "so3net-ani1x")[0])).all()
+    assert (table.n == len(supported_subset(small, ["so3net-ani1x"])[0])).all()
