@@ -5,6 +5,14 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def crystals():
+    """Two small Materials Project crystals (fewest atoms of a random 40), for the crystal-capable adapters."""
+    from cpd_core.data.mp import load_mp
+
+    return sorted(load_mp(40, seed=2).to_atoms_list(), key=len)[:2]
+
+
+@pytest.fixture(scope="session")
 def qm9_small():
     from cpd_core.data.qm9 import load_qm9
 

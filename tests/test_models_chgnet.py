@@ -13,7 +13,6 @@ from adapter_checks import (
     check_invariance,
     check_output_matches_description,
 )
-from cpd_core.data.mp import load_mp
 from cpd_core.data.qm9 import load_qm9
 from cpd_core.errors import CPDInputError
 from cpd_core.extract import extract_invariants
@@ -43,12 +42,6 @@ def adapter():
 @pytest.fixture(scope="module")
 def molecules():
     return load_qm9(4, seed=5).to_atoms_list()
-
-
-@pytest.fixture(scope="module")
-def crystals():
-    pool = load_mp(40, seed=2).to_atoms_list()
-    return sorted(pool, key=len)[:2]
 
 
 def test_registry_and_describe():

@@ -16,7 +16,6 @@ from adapter_checks import (
     check_invariance,
     check_output_matches_description,
 )
-from cpd_core.data.mp import load_mp
 from cpd_core.data.qm9 import load_qm9
 from cpd_core.errors import CPDInputError
 from cpd_core.extract import extract_invariants
@@ -65,13 +64,6 @@ def l3i5():
 @pytest.fixture(scope="module")
 def molecules():
     return load_qm9(4, seed=5).to_atoms_list()
-
-
-@pytest.fixture(scope="module")
-def crystals():
-    """Two small Materials Project crystals (fewest atoms of a random 40)."""
-    pool = load_mp(40, seed=2).to_atoms_list()
-    return sorted(pool, key=len)[:2]
 
 
 # ------------------------------------------------------------------------------------------ description

@@ -25,7 +25,6 @@ calculator.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import warnings
 from pathlib import Path
@@ -36,7 +35,7 @@ from ase.data import chemical_symbols
 
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
-from cpd_core.models.weights import local_weights
+from cpd_core.models.weights import local_weights, package_dir
 
 MODEL_IDS = ("chgnet-0.3.0",)
 FAMILY = "learned invariant"
@@ -65,18 +64,11 @@ NOTES = (
 )
 
 
-def _package_dir() -> Path:
-    spec = importlib.util.find_spec("chgnet")
-    if spec is None or not spec.submodule_search_locations:
-        raise CPDInputError("CHGNet needs the `chgnet` package: run `pip install chgnet==0.4.2`.")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _checkpoint_path() -> Path:
     local = local_weights(f"chgnet/{CHECKPOINT}")
     if local is not None:
         return local
-    return _package_dir() / "pretrained" / "0.3.0" / CHECKPOINT
+    return package_dir("chgnet", "chgnet==0.4.2") / "pretrained" / "0.3.0" / CHECKPOINT
 
 
 def _check_id(model_id: str) -> None:

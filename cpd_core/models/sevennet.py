@@ -22,7 +22,6 @@ the cutoff (no periodic images), as in `sevenn`'s own calculator.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from ase.data import chemical_symbols
 
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
-from cpd_core.models.weights import local_weights
+from cpd_core.models.weights import local_weights, package_dir
 
 MODEL_IDS = ("sevennet-0", "sevennet-l3i5")
 FAMILY = "tensor-product equivariant"
@@ -74,20 +73,13 @@ NOTES = (
 )
 
 
-def _package_dir() -> Path:
-    spec = importlib.util.find_spec("sevenn")
-    if spec is None or not spec.submodule_search_locations:
-        raise CPDInputError("SevenNet needs the `sevenn` package: run `pip install sevenn==0.13.0`.")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _checkpoint_path(model_id: str) -> Path:
     """Local weights folder first (`<weights>/sevennet/<file>`), then the checkpoint inside the wheel."""
     spec = _SPECS[model_id]
     local = local_weights(f"sevennet/{spec['file']}")
     if local is not None:
         return local
-    return _package_dir() / "pretrained_potentials" / spec["folder"] / spec["file"]
+    return package_dir("sevenn", "sevenn==0.13.0") / "pretrained_potentials" / spec["folder"] / spec["file"]
 
 
 def _check_id(model_id: str) -> None:

@@ -2,13 +2,15 @@
 
 The local folder is `CPD_WEIGHTS_DIR` (default `../shared/weights`); converted weights live under
 `<cache>/weights`. Loaders call `local_weights(relative)`; when it returns None they fall back to the model
-package's own download path (which needs internet).
+package's own download path (which needs internet), or to the weights its wheel ships (`package_dir`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+from cpd_core.errors import CPDInputError
 from cpd_core.paths import cache_dir, weights_dir
 
 
@@ -23,3 +25,12 @@ def converted_weights_dir(name: str) -> Path:
     path = cache_dir() / "weights" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def package_dir(package: str, install: str) -> Path:
+    """The installed folder of `package` (for weights shipped inside its wheel), without importing it;
+    `install` is the pip requirement named in the error when it is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise CPDInputError(f"This model needs the `{package}` package: run `pip install {install}`.")
+    return Path(next(iter(spec.submodule_search_locations)))
