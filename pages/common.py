@@ -393,7 +393,9 @@ def guard(what: str = "This page"):
         st.stop()
 
 
-def structures_or_stop(sel: Selection, minimum: int = 10):
+def structures_or_stop(sel: Selection, minimum: int = 10, need_target: bool = False):
+    """The selected structures; stops the page with a message when there are too few, or (need_target) when the
+    dataset has no numeric property to use as a target."""
     with guard("Loading the structures"):
         s = sel.structures()
     removed = sel.removed()
@@ -402,6 +404,9 @@ def structures_or_stop(sel: Selection, minimum: int = 10):
     if len(s) < minimum:
         st.error(f"Too little data: {len(s)} structures, this page needs at least {minimum}. "
                  "Increase 'Structures' in the sidebar or use a larger file.")
+        st.stop()
+    if need_target and sel.target is None:
+        st.error("This dataset has no numeric property to use as a target.")
         st.stop()
     return s
 

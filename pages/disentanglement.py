@@ -13,10 +13,7 @@ st.markdown(
     "(**R²_full**), from the element counts alone (**R²_comp**), and from what is left once everything "
     "linear in composition is removed (**R²_geom**, the geometric part)?")
 
-structures = common.structures_or_stop(sel)
-if sel.target is None:
-    st.error("This dataset has no numeric property to use as a target.")
-    st.stop()
+structures = common.structures_or_stop(sel, need_target=True)
 models = common.ready_models(sel, structures)
 with common.guard("The CPD computation"):
     feats = common.features(sel, structures, models)

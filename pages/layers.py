@@ -10,10 +10,7 @@ sel = common.selection()
 st.title("Layers")
 st.markdown("Where along the network does geometric information appear? Scores of every layer against its depth.")
 
-structures = common.structures_or_stop(sel)
-if sel.target is None:
-    st.error("This dataset has no numeric property to use as a target.")
-    st.stop()
+structures = common.structures_or_stop(sel, need_target=True)
 models = common.ready_models(sel, structures)
 if all(common.models_frame().set_index("model").loc[m, "n_layers"] == 1 for m in models):
     st.info("The selected models have a single layer: add a deeper one in the sidebar (e.g. ani2x-nets, "

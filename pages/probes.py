@@ -14,10 +14,7 @@ st.markdown(
     "nonlinear probe (trees especially) can still recover composition from the residual. That is why R²_geom "
     "is defined with a linear probe.")
 
-structures = common.structures_or_stop(sel)
-if sel.target is None:
-    st.error("This dataset has no numeric property to use as a target.")
-    st.stop()
+structures = common.structures_or_stop(sel, need_target=True)
 models = common.ready_models(sel, structures)
 c1, c2, c3 = st.columns([1, 1, 1])
 with c1:

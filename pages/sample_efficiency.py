@@ -11,10 +11,7 @@ st.title("Sample efficiency")
 st.markdown("How many labelled structures does a probe need to read the geometric part? Test folds stay fixed; "
             "the probe (and the composition projector) is fitted on random subsets of each training fold.")
 
-structures = common.structures_or_stop(sel, minimum=40)
-if sel.target is None:
-    st.error("This dataset has no numeric property to use as a target.")
-    st.stop()
+structures = common.structures_or_stop(sel, minimum=40, need_target=True)
 models = common.ready_models(sel, structures)
 c1, c2 = st.columns(2)
 with c1:
