@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from unittest import mock
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,15 +32,10 @@ from cpd_core.models import load_model, model_ids, offline_available  # noqa: E4
 
 def with_workers(model_id: str, structures, workers: int, batch_size: int | None) -> float:
     """Seconds per structure through the cache with `workers` processes, in a fresh temporary cache."""
-    with tempfile.TemporaryDirectory() as folder:
-        previous = os.environ.get("CPD_CACHE_DIR")
-        os.environ["CPD_CACHE_DIR"] = folder
-        try:
-            start = time.perf_counter()
-            cached_invariants(model_id, structures, batch_size=batch_size, workers=workers, chunk_size=256)
-            return (time.perf_counter() - start) / len(structures)
-        finally:
-            os.environ.pop("CPD_CACHE_DIR") if previous is None else os.environ.update(CPD_CACHE_DIR=previous)
+    with tempfile.TemporaryDirectory() as folder, mock.patch.dict(os.environ, {"CPD_CACHE_DIR": folder}):
+        start = time.perf_counter()
+        cached_invariants(model_id, structures, batch_size=batch_size, workers=workers, chunk_size=256)
+        return (time.perf_counter() - start) / len(structures)
 
 
 def bench(model_id: str, atoms_list, loop_n: int, batch_size: int | None) -> dict:

@@ -138,7 +138,7 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
     scores = {part: [] for part in parts}
     settings: dict = {}
     splits = fold_indices(len(Y), folds, seed, shuffle, split)
-    fast = _fold_statistics_parts(probe, projection, parts, probe_params, projector_params) if split == "kfold" else ()
+    fast = _fold_statistics_parts(probe, projection, parts, probe_params, projector_params, split)
     if fast:
         params = probe_params or {}
         criterion = params.get("criterion", DEFAULT_CRITERION)
@@ -181,11 +181,11 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
     return results
 
 
-def _fold_statistics_parts(probe, projection, parts, probe_params, projector_params) -> tuple:
+def _fold_statistics_parts(probe, projection, parts, probe_params, projector_params, split) -> tuple:
     """The parts that `ridge_cpd_folds` computes with the same result as refitting per fold: Ridge on the
-    full features, and on the residual of the default fold-aware QR projection. R²_comp stays on the direct
-    path (a handful of columns)."""
-    if probe != "ridge" or not set(probe_params or {}) <= {"alphas", "criterion"}:
+    full features, and on the residual of the default fold-aware QR projection, with K-fold splits (their test
+    sets partition the rows). R²_comp stays on the direct path (a handful of columns)."""
+    if split != "kfold" or probe != "ridge" or not set(probe_params or {}) <= {"alphas", "criterion"}:
         return ()
     if (probe_params or {}).get("criterion", DEFAULT_CRITERION) not in CRITERIA:
         return ()  # RidgeProbe raises the error that names the choices

@@ -56,10 +56,9 @@ def disentanglement(structures: StructureSet, model_ids, targets, probes=("ridge
     every element present runs on the structures it supports (column `n` says how many)."""
     _targets(structures, targets)
     frames = []
-    all_structures = structures
     for m, model_id in enumerate(model_ids):
-        structures, _ = analysis.supported_subset(all_structures, [model_id])
-        feats = analysis.feature_sets(structures, [model_id], pooling, invariant, combined="always")
+        supported, _ = analysis.supported_subset(structures, [model_id])
+        feats = analysis.feature_sets(supported, [model_id], pooling, invariant, combined="always")
         if channels is not None:
             feats = {k: v for k, v in feats.items() if k[2] in channels}
         last = list(describe_model(model_id).layers)[-1]
@@ -70,7 +69,7 @@ def disentanglement(structures: StructureSet, model_ids, targets, probes=("ridge
                         if k[2] == "all" and (nonlinear_layers == "all" or k[1] == last)}
                 names = [t for t in targets if nonlinear_targets is None or t in nonlinear_targets]
             if names:
-                frames.append(analysis.disentanglement(structures, [model_id], names, probe, pooling, invariant,
+                frames.append(analysis.disentanglement(supported, [model_id], names, probe, pooling, invariant,
                                                        folds, seed, composition, features=sets, split=split))
         if progress is not None:
             progress(m + 1, len(model_ids))

@@ -133,11 +133,12 @@ def run_experiments(config: ReportConfig, log=print, timings: dict | None = None
     tables["best_layer_qm9"] = E.best_layer(tables["disentanglement_qm9"])
     tables["routing_qm9"] = E.routing(tables["disentanglement_qm9"])
     # the cross-model experiments compare models on the same molecules: only models that know every element
-    shared = [m for m in config.qm9_models if supported_subset(qm9, [m])[1] == 0]
+    left_out = {m: supported_subset(qm9, [m])[1] for m in config.qm9_models}
+    shared = [m for m in config.qm9_models if left_out[m] == 0]
     for m in config.qm9_models:
-        if m not in shared:
+        if left_out[m]:
             log(f"    {m} does not support every element of the subset: disentanglement and routing only, "
-                f"on {len(qm9) - supported_subset(qm9, [m])[1]} molecules")
+                f"on {len(qm9) - left_out[m]} molecules")
     models_key = {"models": shared, "weights": [describe_model(m).weights_hash for m in shared]}
     step("tree_inflation", models_key, lambda: E.tree_inflation(qm9, shared, folds=config.folds,
                                                                 seed=config.seed))

@@ -126,7 +126,7 @@ def ridge_cpd_folds(H, C, Y, splits, parts=("full", "geom"), alphas=None, criter
     bounds = list(zip(sizes[:-1], sizes[1:]))
     blocks = [_BlockStats(W[a:b]) for a, b in bounds]
     out = {part: [] for part in parts}
-    for f, (train, test) in enumerate(splits):
+    for f, (_, test) in enumerate(splits):
         others = [blk for g, blk in enumerate(blocks) if g != f]
         n, mean, gram = _combine(others)
         Y_train = _FoldRows(W[:, y], bounds, f).train() if criterion == "loo" else None
