@@ -4,6 +4,7 @@ Invariance: rotating, translating and permuting a structure leaves every pooled 
 Equivariance: the L=1 (and higher) blocks of per-atom features rotate with e3nn's Wigner matrices.
 Batching: a batch gives the same vectors as one structure at a time.
 Description: `forward_batch` returns exactly the layers `describe()` declares, one float32 row per atom.
+Bad input: an element the model does not know and an empty structure give clear errors, also inside a batch.
 """
 
 from __future__ import annotations
@@ -80,3 +81,19 @@ def check_output_matches_description(adapter, info, structures):
         assert out[name].dtype == np.float32
         assert np.isfinite(out[name]).all(), name
     return out
+
+
+def check_rejects_bad_structures(adapter, molecule, foreign, symbol: str):
+    """A batch holding `foreign` (an element the model does not support, `symbol`) or an empty structure next to
+    a valid `molecule` raises CPDInputError naming the problem, and so does extraction of `foreign` alone."""
+    import pytest
+    from ase import Atoms
+
+    from cpd_core.errors import CPDInputError
+
+    with pytest.raises(CPDInputError, match=symbol):
+        adapter.forward_batch([molecule, foreign])
+    with pytest.raises(CPDInputError, match="does not support"):
+        extract_invariants(adapter, [foreign])
+    with pytest.raises(CPDInputError, match="no atoms"):
+        adapter.forward_batch([molecule, Atoms()])

@@ -12,10 +12,10 @@ from adapter_checks import (
     check_equivariance,
     check_invariance,
     check_output_matches_description,
+    check_rejects_bad_structures,
 )
 from cpd_core.data.qm9 import load_qm9
 from cpd_core.errors import CPDInputError
-from cpd_core.extract import extract_invariants
 from cpd_core.models import chgnet as chgnet_adapter
 from cpd_core.models import registry
 
@@ -173,17 +173,9 @@ def test_batched_matches_single(adapter, molecules, crystals):
     check_batched_matches_single(adapter, [molecules[0], crystals[0], molecules[1], crystals[1], molecules[2]])
 
 
-def test_unsupported_element(adapter, molecules):
+def test_unsupported_element_and_empty_structure(adapter, molecules):
     americium = Atoms("AmO", positions=[[0, 0, 0], [0, 0, 1.9]])  # Z = 95, beyond CHGNet's 94-element embedding
-    with pytest.raises(CPDInputError, match="Am"):
-        adapter.forward_batch([molecules[0], americium])
-    with pytest.raises(CPDInputError, match="does not support"):
-        extract_invariants(adapter, [americium])
-
-
-def test_empty_structure(adapter, molecules):
-    with pytest.raises(CPDInputError, match="no atoms"):
-        adapter.forward_batch([molecules[0], Atoms()])
+    check_rejects_bad_structures(adapter, molecules[0], americium, "Am")
 
 
 def test_flat_cell_with_pbc_is_rejected(adapter):
