@@ -82,7 +82,8 @@ def probe(
     folds: int = typer.Option(5, help="Number of shuffled K-fold splits"),
     seed: int = typer.Option(0, help="Seed of the fold shuffle and the probes"),
     projection: str = typer.Option("fold", help="fold (fit on training rows) | transductive"),
-    criterion: str = typer.Option("loo", help="Ridge alpha selection: loo (exact leave-one-out) | gcv"),
+    criterion: str = typer.Option("kfold", help="Ridge alpha selection: kfold (nested K-fold CV of the whole "
+                                                "pipeline) | loo (exact leave-one-out) | gcv"),
     split: str = typer.Option("kfold", help="kfold (--folds shuffled folds) | fixed (one seeded 80/20 split)"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
 ):

@@ -23,7 +23,7 @@ from sklearn.model_selection import KFold
 from threadpoolctl import ThreadpoolController
 
 from cpd_core.errors import CPDInputError
-from cpd_core.probes import CRITERIA, DEFAULT_CRITERION, make_probe, probe_settings, ridge_settings
+from cpd_core.probes import CRITERIA, DEFAULT_CRITERION, inner_fold_labels, make_probe, probe_settings, ridge_settings
 from cpd_core.projection import CompositionProjector
 from cpd_core.ridge_folds import ridge_cpd_folds
 
@@ -138,11 +138,13 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
     scores = {part: [] for part in parts}
     settings: dict = {}
     splits = fold_indices(len(Y), folds, seed, shuffle, split)
-    fast = _fold_statistics_parts(probe, projection, parts, probe_params, projector_params, split)
+    groups = _row_groups(len(Y), splits, seed)
+    fast = _fold_statistics_parts(probe, projection, parts, probe_params, projector_params)
     if fast:
         params = probe_params or {}
         criterion = params.get("criterion", DEFAULT_CRITERION)
-        per_part = ridge_cpd_folds(H, C, Y, splits, fast, alphas=params.get("alphas"), criterion=criterion)
+        per_part = ridge_cpd_folds(H, C, Y, splits, groups, fast, alphas=params.get("alphas"), criterion=criterion,
+                                   projector=projector_params)
         for part, fold_outputs in per_part.items():
             for test, pred, chosen, dropped in fold_outputs:
                 scores[part].append(_r2_columns(Y[test], pred))
@@ -163,7 +165,7 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
             else:
                 inputs["geom"] = (residual_all[train], residual_all[test])
         for part, (X_train, X_test) in inputs.items():
-            model = clone(template).fit(X_train, Y[train])
+            model = clone(template).fit(X_train, Y[train], groups=groups[train])
             pred = model.predict(X_test).reshape(len(test), -1)
             scores[part].append(_r2_columns(Y[test], pred))
             settings.setdefault(part, []).append(probe_settings(model))
@@ -181,15 +183,33 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
     return results
 
 
-def _fold_statistics_parts(probe, projection, parts, probe_params, projector_params, split) -> tuple:
-    """The parts that `ridge_cpd_folds` computes with the same result as refitting per fold: Ridge on the
-    full features, and on the residual of the default fold-aware QR projection, with K-fold splits (their test
-    sets partition the rows). R²_comp stays on the direct path (a handful of columns)."""
-    if split != "kfold" or probe != "ridge" or not set(probe_params or {}) <= {"alphas", "criterion"}:
+def _row_groups(n: int, splits, seed: int) -> np.ndarray:
+    """A label per row for the inner cross-validation of a probe: with K-fold splits the outer fold of the row
+    (a training set's inner folds are the other outer folds); with one split, the test rows form one group and
+    the training rows the probe's default inner folds."""
+    groups = np.empty(n, dtype=int)
+    if len(splits) == 1:
+        train, test = splits[0]
+        groups[test] = -1
+        groups[train] = inner_fold_labels(len(train), seed=seed)
+        return groups
+    for f, (_, test) in enumerate(splits):
+        groups[test] = f
+    return groups
+
+
+def _fold_statistics_parts(probe, projection, parts, probe_params, projector_params) -> tuple:
+    """The parts that `ridge_cpd_folds` computes from per-group statistics: Ridge on the full features, and on
+    the residual of a fold-aware projection (least squares, or its ridge variant). R²_comp stays on the direct
+    path (a handful of columns); so does the residual of the transductive projection, fitted once on all rows."""
+    params = probe_params or {}
+    if probe != "ridge" or not set(params) <= {"alphas", "criterion"}:
         return ()
-    if (probe_params or {}).get("criterion", DEFAULT_CRITERION) not in CRITERIA:
+    if params.get("criterion", DEFAULT_CRITERION) not in CRITERIA:
         return ()  # RidgeProbe raises the error that names the choices
-    geom_ok = projection == "fold" and not projector_params
+    projector = projector_params or {}
+    geom_ok = (projection == "fold" and set(projector) <= {"method", "alpha"}
+               and projector.get("method", "qr") in ("qr", "ridge"))
     return tuple(p for p in parts if p == "full" or (p == "geom" and geom_ok))
 
 

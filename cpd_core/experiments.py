@@ -219,11 +219,12 @@ def task_alignment(structures: StructureSet, pairs: dict, target="gap", folds=5,
 
 
 PROTOCOLS = {
-    "reference (shuffled, fold-aware QR, counts, LOO alpha)": {},
+    "reference (shuffled, fold-aware QR, counts, nested K-fold alpha)": {},
     "unshuffled folds (file order)": {"shuffle": False},
     "transductive projection": {"projection": "transductive"},
     "composition as fractions": {"composition": "fractions"},
-    "alpha by GCV instead of leave-one-out": {"probe_params": {"criterion": "gcv"}},
+    "alpha by exact leave-one-out instead of nested K-fold CV": {"probe_params": {"criterion": "loo"}},
+    "alpha by GCV instead of nested K-fold CV": {"probe_params": {"criterion": "gcv"}},
     "transductive projection and GCV alpha": {"projection": "transductive", "probe_params": {"criterion": "gcv"}},
     "fixed alpha = 1": {"probe_params": {"alphas": [1.0]}},
     "Ridge residualisation (alpha = 1) instead of QR": {"projector_params": {"method": "ridge", "alpha": 1.0}},

@@ -7,14 +7,18 @@ Every probe is a scikit-learn regressor taking X (n, d) and Y (n, t) and standar
   molecules; standardising those without a guard sent Ridge R² to -16..-193 in a pilot.
 - targets are standardised too (an MLP on the gap in eV otherwise gives negative R²).
 
-`RidgeProbe` chooses alpha per target from a log grid on the training rows, from one eigendecomposition shared
-by all alphas and targets: by exact efficient leave-one-out (the default; scikit-learn RidgeCV's criterion) or by
-generalised cross-validation. GCV needs only the d x d Gram matrix, so a grid of CPD probes runs about 3x faster
-(`cpd_core.ridge_folds`), and on real QM9 representations of six models the two agree to 0.007 in R²_geom on
-average (benchmarks/compare_alpha_criteria.py). It is not the default because GCV replaces every leverage by
-their mean: where a few training rows have extreme leverage it can pick an almost unregularised fit that fails
-on test rows like them. Seen here: ANI-2x AEVs, transductive projection, 5,000 QM9 molecules: GCV chose alpha 0.1
-in every fold and R²_geom was -519; LOO chose 5,456 and R²_geom was 0.33.
+`RidgeProbe` chooses alpha per target from a log grid on the training rows, by one of three criteria:
+
+- 'kfold' (the default): K-fold cross-validation inside the training rows (nested CV, as GridSearchCV does),
+  computed from per-fold sufficient statistics (`cpd_core.block_stats`): one d x d eigendecomposition per inner
+  fold and no further pass over the rows. Inside `cpd_scores` the inner folds are the other outer folds, which
+  lets `cpd_core.ridge_folds` derive every fit of a CPD grid from one pass over the data.
+- 'loo': exact efficient leave-one-out (scikit-learn RidgeCV's criterion). It needs every hat diagonal, an
+  (n x d) x (d x d) product per fit, which made a grid of CPD probes about 3x slower than 'kfold'.
+- 'gcv': generalised cross-validation. Fast, but it replaces every leverage by their mean: where a few training
+  rows have extreme leverage it can pick an almost unregularised fit that fails on test rows like them. Seen
+  here: ANI-2x AEVs, transductive projection, 5,000 QM9 molecules: GCV chose alpha 0.1 in every fold and R²_geom
+  was -519; LOO chose 5,456 and R²_geom was 0.33. Validation on held-out rows ('kfold', 'loo') sees such rows.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import KFold
 from sklearn.neural_network import MLPRegressor
 
+from cpd_core.block_stats import BlockStats, kfold_ridge_errors, varying_columns
 from cpd_core.errors import CPDInputError
 
 PROBES = ("ridge", "mlp", "gbt")
@@ -31,13 +37,9 @@ PROBES = ("ridge", "mlp", "gbt")
 # picks an essentially unregularised fit that explodes on an unusual test structure (seen with MACE messages:
 # fold R² of -2.9 at alpha 1e-3, +0.1 at alpha >= 0.1), while well-determined fits do not change.
 DEFAULT_ALPHAS = np.logspace(-1, 5, 20)
-DEFAULT_CRITERION = "loo"
-CRITERIA = ("loo", "gcv")
-
-
-def varying_columns(mean, std) -> np.ndarray:
-    """Columns whose training spread is more than rounding noise (relative to their magnitude, at least 1)."""
-    return std > 1e-10 * np.maximum(np.abs(mean), 1.0)
+DEFAULT_CRITERION = "kfold"
+CRITERIA = ("kfold", "loo", "gcv")
+DEFAULT_INNER_FOLDS = 5
 
 
 class FoldScaler(BaseEstimator, TransformerMixin):
@@ -62,6 +64,14 @@ class FoldScaler(BaseEstimator, TransformerMixin):
         return np.clip(Z, self.low_, self.high_) if self.clip else Z
 
 
+def inner_fold_labels(n: int, folds: int = DEFAULT_INNER_FOLDS, seed: int = 0) -> np.ndarray:
+    """The default inner folds of alpha selection by K-fold CV: a shuffled, seeded KFold label per row."""
+    labels = np.empty(n, dtype=int)
+    for label, (_, rows) in enumerate(KFold(min(folds, n), shuffle=True, random_state=seed).split(np.arange(n))):
+        labels[rows] = label
+    return labels
+
+
 def _as_2d(Y) -> tuple[np.ndarray, bool]:
     Y = np.asarray(Y, dtype=np.float64)
     return (Y[:, None], True) if Y.ndim == 1 else (Y, False)
@@ -70,13 +80,14 @@ def _as_2d(Y) -> tuple[np.ndarray, bool]:
 class _StandardisedRegressor(BaseEstimator, RegressorMixin):
     """Base: scale X with FoldScaler and Y to zero mean, unit variance, then fit `_fit_scaled`."""
 
-    def fit(self, X, Y):
+    def fit(self, X, Y, groups=None):
+        """groups: optional fold labels for a probe that cross-validates inside the training rows."""
         Y, self._squeeze = _as_2d(Y)
         self.scaler_ = FoldScaler().fit(X)
         Z = self.scaler_.transform(X)
         self.y_mean_ = Y.mean(axis=0)
         self.y_std_ = np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
-        self._fit_scaled(Z, (Y - self.y_mean_) / self.y_std_)
+        self._fit_scaled(Z, (Y - self.y_mean_) / self.y_std_, groups)
         return self
 
     def predict(self, X):
@@ -110,17 +121,34 @@ def ridge_cv_errors(s2, AtY, alphas, criterion, n, yy=None, A=None, Y=None) -> n
 class RidgeProbe(_StandardisedRegressor):
     """Ridge regression with alpha chosen per target over `alphas` on the training rows.
 
-    criterion='loo' (default): exact efficient leave-one-out, the criterion of scikit-learn's RidgeCV.
+    criterion='kfold' (default): K-fold CV on the (standardised) training rows, each inner fit centred (its own
+    intercept). The inner folds are `groups` passed to fit (rows with one label form a fold), else a shuffled
+    KFold(inner_folds) seeded with `seed`.
+    criterion='loo': exact efficient leave-one-out, the criterion of scikit-learn's RidgeCV.
     criterion='gcv': generalised cross-validation (Golub, Heath and Wahba 1979): LOO with every hat diagonal
     replaced by their mean; it needs only the d x d Gram matrix, but misjudges fits to high-leverage rows.
     After fit: alpha_ (t,) chosen alphas, cv_mse_ (n_alphas, t), coef_ (d_kept, t) in standardised units.
     """
 
-    def __init__(self, alphas=None, criterion: str = DEFAULT_CRITERION):
+    def __init__(self, alphas=None, criterion: str = DEFAULT_CRITERION, inner_folds: int = DEFAULT_INNER_FOLDS,
+                 seed: int = 0):
         self.alphas = alphas
         self.criterion = criterion
+        self.inner_folds = inner_folds
+        self.seed = seed
 
-    def _fit_scaled(self, Z, Y):
+    def _inner_blocks(self, Z, Y, groups) -> list[BlockStats]:
+        """Statistics of [Z | Y] per inner fold."""
+        groups = inner_fold_labels(len(Z), self.inner_folds, self.seed) if groups is None else np.asarray(groups)
+        if len(groups) != len(Z):
+            raise CPDInputError(f"{len(groups)} fold labels for {len(Z)} training rows.")
+        labels = np.unique(groups)
+        if len(labels) < 2:
+            raise CPDInputError("Alpha by K-fold CV needs at least 2 inner folds; give more rows or other groups.")
+        W = np.hstack([Z, Y])
+        return [BlockStats.from_rows(W[groups == label]) for label in labels]
+
+    def _fit_scaled(self, Z, Y, groups=None):
         alphas = np.asarray(DEFAULT_ALPHAS if self.alphas is None else self.alphas, dtype=np.float64)
         if self.criterion not in CRITERIA:
             raise CPDInputError(f"Unknown Ridge criterion '{self.criterion}'; choose one of {', '.join(CRITERIA)}.")
@@ -140,7 +168,10 @@ class RidgeProbe(_StandardisedRegressor):
             V = None
             AtY = A.T @ Y
         s2 = np.clip(s2, 0, None)
-        cv = ridge_cv_errors(s2, AtY, alphas, self.criterion, n, yy=(Y ** 2).sum(axis=0), A=A, Y=Y)
+        if self.criterion == "kfold":
+            cv = kfold_ridge_errors(self._inner_blocks(Z, Y, groups), d, alphas)
+        else:
+            cv = ridge_cv_errors(s2, AtY, alphas, self.criterion, n, yy=(Y ** 2).sum(axis=0), A=A, Y=Y)
         best = cv.argmin(axis=0)
         self.alpha_ = alphas[best]
         self.cv_mse_ = cv
@@ -162,7 +193,7 @@ class MLPProbe(_StandardisedRegressor):
     def __init__(self, hidden=(128, 64), alpha=1e-3, max_iter=300, seed=0):
         self.hidden, self.alpha, self.max_iter, self.seed = hidden, alpha, max_iter, seed
 
-    def _fit_scaled(self, Z, Y):
+    def _fit_scaled(self, Z, Y, groups=None):
         self.model_ = MLPRegressor(hidden_layer_sizes=self.hidden, alpha=self.alpha, max_iter=self.max_iter,
                                    early_stopping=True, n_iter_no_change=15, random_state=self.seed)
         self.model_.fit(Z, Y if Y.shape[1] > 1 else Y[:, 0])
@@ -178,7 +209,7 @@ class GBTProbe(_StandardisedRegressor):
     def __init__(self, max_iter=300, learning_rate=0.1, seed=0):
         self.max_iter, self.learning_rate, self.seed = max_iter, learning_rate, seed
 
-    def _fit_scaled(self, Z, Y):
+    def _fit_scaled(self, Z, Y, groups=None):
         base = HistGradientBoostingRegressor(max_iter=self.max_iter, learning_rate=self.learning_rate,
                                              early_stopping=True, random_state=self.seed)
         self.models_ = [clone(base).fit(Z, Y[:, t]) for t in range(Y.shape[1])]
@@ -190,7 +221,7 @@ class GBTProbe(_StandardisedRegressor):
 def make_probe(name: str, seed: int = 0, **params):
     """A fresh probe by name: 'ridge', 'mlp' or 'gbt'."""
     if name == "ridge":
-        return RidgeProbe(**params)
+        return RidgeProbe(seed=seed, **params)
     if name == "mlp":
         return MLPProbe(seed=seed, **params)
     if name == "gbt":

@@ -71,16 +71,17 @@ class ReportConfig:
         raise ValueError(f"Unknown report size '{size}'; choose small, medium or full.")
 
 
-RESULTS_VERSION = 4  # bump when probe or projection defaults change, so cached results are not reused
+RESULTS_VERSION = 5  # bump when probe or projection defaults change, so cached results are not reused
 
 
 def _cached_table(name: str, key: dict, compute, timings: dict | None = None) -> pd.DataFrame:
     """A result table cached as Parquet under cache/results, keyed by the experiment's inputs and defaults.
 
     The seconds it took to compute are kept beside it and reported in `timings` (also when read from cache)."""
-    from cpd_core.probes import DEFAULT_ALPHAS
+    from cpd_core.probes import DEFAULT_ALPHAS, DEFAULT_CRITERION
 
-    key = {**key, "results_version": RESULTS_VERSION, "alphas": [float(a) for a in DEFAULT_ALPHAS]}
+    key = {**key, "results_version": RESULTS_VERSION, "alphas": [float(a) for a in DEFAULT_ALPHAS],
+           "criterion": DEFAULT_CRITERION}
     digest = hashlib.sha256(json.dumps({"name": name, **key}, sort_keys=True, default=str).encode()).hexdigest()[:20]
     folder = cache_dir() / "results"
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,7 +191,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         rows.append(dict(claim=claim, paper=paper, ours=ours, model=model, protocol=protocol,
                          holds="yes" if holds is True else "no" if holds is False else "n/a"))
 
-    ridge = "Ridge (LOO alpha), 5-fold shuffled, fold-aware QR projection on counts, mean pooling"
+    ridge = "Ridge (nested K-fold alpha), 5-fold shuffled, fold-aware QR projection on counts, mean pooling"
     mace = best[best.model.str.startswith("mace") & (best.probe == "ridge") & (best.target == "gap")]
     if len(mace):
         r = mace.sort_values("r2_geom").iloc[-1]
@@ -203,7 +204,7 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             r = ani.iloc[0]
             add(f"ANI-2x AEV, gap, {probe.upper()} probe on the residual", paper,
                 f"{r.r2_geom:.3f} ± {r.r2_geom_std:.3f}", "ani2x-aev / aev",
-                ridge.replace("Ridge (LOO alpha)", probe.upper()) + "; training-constant columns dropped, "
+                ridge.replace("Ridge (nested K-fold alpha)", probe.upper()) + "; training-constant columns dropped, "
                 "test values clipped to the training range", bool(expect(r.r2_geom)))
     routing = tables["routing_qm9"]
     mace_routes = routing[routing.model.str.startswith("mace")]

@@ -1,172 +1,251 @@
-"""Ridge CPD for all folds from per-fold statistics: the same numbers as `RidgeProbe` in every fold, faster.
+"""Ridge CPD for all folds from per-group statistics: every fit of a CPD grid from one pass over the data.
 
-`cpd_scores` with the Ridge probe and fold-aware QR projection refits a scaler, a projector and a probe on the
-training rows of every fold, for the full features and again for the residual: ten passes over the data per
-feature set, each dominated by a Gram matrix. Here one pass computes, for every fold's block of rows, the column
-means, the centred Gram matrix of [H | C | Y] and the column minima and maxima. Each fold's training statistics
-are then the exact combination of the other blocks (Chan, Golub and LeVeque's pairwise update), and
+`cpd_scores` with the Ridge probe and a fold-aware projection fits, in every outer fold, a projection on the
+training rows, a scaler and a Ridge whose alpha comes from cross-validation inside the training rows. Refitting
+all of that row by row costs dozens of passes over the data per feature set. Here one pass computes, for every
+group of rows, the column means, the centred Gram matrix of [H | C | Y] and the column minima and maxima
+(`cpd_core.block_stats`). Any union of groups then has exact statistics, and every fit is a small problem:
 
-- the full-feature fit standardises the training Gram matrix, drops training-constant columns, clips test values
-  to the training range and picks alpha per target, exactly as `RidgeProbe` (via `ridge_cv_errors`);
-- the residual fit uses the Gram matrix of H minus its least-squares projection on [1 | C]:
-  G_RR = G_HH - G_CH^T G_CC^+ G_CH, recomputed from the explicit residual for the few columns that composition
-  explains almost entirely (there the subtraction would lose digits).
+- full features: standardise with the fit rows' statistics (dropping constant columns), Ridge;
+- residual: project H on [1 | C] with the fit rows' statistics (B = G_CC^+ G_CH, or the ridge variant), map every
+  group's statistics through H - C B (G_RR = M^T G M, M = [I; -B]), then as above. Columns that composition
+  explains almost entirely are recomputed from explicit residual rows, where the subtraction would lose digits.
 
-GCV needs nothing but these d x d statistics. LOO also needs the hat diagonals, one (n_train, d) product per fold.
+Alpha by K-fold CV (the default) is nested CV of the whole pipeline: the inner folds are the training groups
+(for K-fold splits: the other outer folds), and each inner fit refits projection, standardisation and Ridge on
+its own rows. An inner training set is a union of groups, shared by two outer folds, so a 5-fold CPD needs 10
+inner fits per part. LOO and GCV (`criterion`) select alpha on the outer fit alone; LOO also needs the hat
+diagonals, one (n_train, d) product per fold. Test predictions clip to the training range, as `FoldScaler`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
-from cpd_core.probes import DEFAULT_ALPHAS, DEFAULT_CRITERION, ridge_cv_errors, varying_columns
+from cpd_core.block_stats import BlockStats, combine_blocks, ridge_validation_sse, varying_columns
+from cpd_core.probes import DEFAULT_ALPHAS, DEFAULT_CRITERION, ridge_cv_errors
 
 # Columns whose residual variance is below this share of their variance are recomputed from the residual itself.
 _CANCELLATION_SHARE = 1e-6
+_CHUNK_VALUES = 2 ** 17  # values per step of a residual pass, few enough to stay in cache for minima and maxima
 
 
-class _BlockStats:
-    """Row count, column means, centred Gram matrix, minima and maxima of one block of rows of W = [H | C | Y]."""
+class _GroupedRows:
+    """[H | C | Y] with rows ordered group by group, the statistics of every group, and the column slices."""
 
-    def __init__(self, W: np.ndarray):
-        self.n = len(W)
-        self.mean = W.mean(axis=0)
-        centred = W - self.mean
-        self.gram = centred.T @ centred
-        self.low, self.high = W.min(axis=0), W.max(axis=0)
+    def __init__(self, H, C, Y, groups):
+        self.order = np.argsort(groups, kind="stable")
+        _, starts = np.unique(np.asarray(groups)[self.order], return_index=True)
+        self.bounds = list(zip(starts, list(starts[1:]) + [len(H)]))
+        d, k = H.shape[1], C.shape[1]
+        self.x, self.c, self.y = slice(0, d), slice(d, d + k), slice(d + k, None)
+        self.d, self.t = d, Y.shape[1]
+        self.H = H[self.order]                  # contiguous: residual passes read it faster than a strided view
+        self.W = np.hstack([self.H, C[self.order], Y[self.order]])
+        self.stats = [BlockStats.from_rows(self.W[a:b]) for a, b in self.bounds]
+        self._C1 = None
 
+    def rows(self, ids):
+        """The rows of groups `ids` in group order: a slice where they are consecutive, else an index array."""
+        ids = sorted(ids)
+        if ids == list(range(ids[0], ids[-1] + 1)):
+            return slice(self.bounds[ids[0]][0], self.bounds[ids[-1]][1])
+        return np.concatenate([np.arange(*self.bounds[g]) for g in ids])
 
-def _combine(blocks: list[_BlockStats]):
-    """Exact count, mean and centred Gram matrix of the union of blocks (pairwise update of Chan et al.)."""
-    n = sum(b.n for b in blocks)
-    mean = sum(b.n * b.mean for b in blocks) / n
-    gram = sum(b.gram for b in blocks)
-    for b in blocks:
-        delta = b.mean - mean
-        gram = gram + b.n * np.outer(delta, delta)
-    return n, mean, gram
-
-
-class _FoldRows:
-    """A matrix whose rows are ordered fold by fold, so a fold's test rows are a view and its training rows the
-    rest; `train_product(M)` computes (training rows) @ M without copying the training rows."""
-
-    def __init__(self, matrix: np.ndarray, bounds: list[tuple[int, int]], fold: int):
-        self.matrix, (self.start, self.stop) = matrix, bounds[fold]
-        self.n_train = len(matrix) - (self.stop - self.start)
-
-    def test(self) -> np.ndarray:
-        return self.matrix[self.start:self.stop]
-
-    def train(self) -> np.ndarray:
-        return np.concatenate([self.matrix[:self.start], self.matrix[self.stop:]])
-
-    def train_extremes(self) -> tuple[np.ndarray, np.ndarray]:
-        parts = [part for part in (self.matrix[:self.start], self.matrix[self.stop:]) if len(part)]
-        return (np.min([p.min(axis=0) for p in parts], axis=0), np.max([p.max(axis=0) for p in parts], axis=0))
-
-    def train_product(self, M: np.ndarray) -> np.ndarray:
-        out = np.empty((self.n_train, M.shape[1]))
-        np.matmul(self.matrix[:self.start], M, out=out[:self.start])
-        np.matmul(self.matrix[self.stop:], M, out=out[self.start:])
-        return out
+    @property
+    def C1(self) -> np.ndarray:
+        """[C | 1] in group order (the design of the projection with its intercept)."""
+        if self._C1 is None:
+            self._C1 = np.hstack([self.W[:, self.c], np.ones((len(self.W), 1))])
+        return self._C1
 
 
-def _fit_and_predict(gram_xx, gram_xy, y_var, n, x_mean, x_std, low, high, alphas, criterion, rows: _FoldRows,
-                     Y_train, y_mean):
-    """Standardised Ridge with per-target alpha from training statistics; predictions for the test rows.
-
-    rows holds the unscaled feature rows (training rows are only read for LOO). Returns predictions
-    (n_test, t), the chosen alphas and the number of training-constant columns dropped.
-    """
-    keep = varying_columns(x_mean, x_std)
-    y_std = np.where(y_var > 0, np.sqrt(y_var), 1.0)
-    n_test = rows.stop - rows.start
-    if not keep.any():
-        return np.tile(y_mean, (n_test, 1)), np.full(len(y_mean), np.nan), int((~keep).sum())
-    s = x_std[keep]
-    K = gram_xx[np.ix_(keep, keep)] / np.outer(s, s)
-    b = gram_xy[keep] / (s[:, None] * y_std[None, :])
-    s2, V = np.linalg.eigh(K)
-    s2 = np.clip(s2, 0, None)
-    AtY = V.T @ b
-    # Z V for rows X: (X[:, keep] - mean) / s @ V = X @ Vx - offset, with Vx zero on dropped columns
-    Vx = np.zeros((len(keep), V.shape[1]))
-    Vx[keep] = V / s[:, None]
-    offset = x_mean[keep] @ Vx[keep]
-    if criterion == "loo":
-        A = rows.train_product(Vx) - offset
-        Yc = (Y_train - y_mean) / y_std
-        cv = ridge_cv_errors(s2, AtY, alphas, "loo", n, A=A, Y=Yc)
+def projection_coef(stats: BlockStats, c, x, projector: dict) -> np.ndarray:
+    """[B; b0] ((k + 1) x d): the least-squares (or ridge) fit of H on [C | 1] from the statistics of its rows."""
+    gram_cc = stats.gram[c, c]
+    if projector.get("method", "qr") == "ridge":
+        B = np.linalg.solve(gram_cc + projector.get("alpha", 1.0) * np.eye(len(gram_cc)), stats.gram[c, x])
     else:
-        cv = ridge_cv_errors(s2, AtY, alphas, "gcv", n, yy=n * y_var / y_std ** 2)
-    best = cv.argmin(axis=0)
-    coef = V @ (AtY / (s2[:, None] + alphas[best][None, :]))
-    lo, hi = (low[keep] - x_mean[keep]) / s, (high[keep] - x_mean[keep]) / s
-    test = rows.test()
-    Z_test = np.clip(((test if keep.all() else test[:, keep]) - x_mean[keep]) / s, lo, hi)
-    return Z_test @ coef * y_std + y_mean, alphas[best], int((~keep).sum())
+        evals, evecs = np.linalg.eigh(gram_cc)
+        rank = evals > projector.get("rtol", 1e-12) * max(evals.max(), 1e-300)
+        B = ((evecs[:, rank] / evals[rank]) @ evecs[:, rank].T) @ stats.gram[c, x]
+    return np.vstack([B, stats.mean[x] - stats.mean[c] @ B])
 
 
-def ridge_cpd_folds(H, C, Y, splits, parts=("full", "geom"), alphas=None, criterion: str = DEFAULT_CRITERION,
-                    rtol: float = 1e-12):
-    """Per-fold predictions of fold-aware Ridge CPD for every part in `parts` ('full', 'geom').
+class _PartFit:
+    """The feature map of one fit on the groups `fit_ids`: H itself, or H minus its projection fitted there.
 
-    H (n, d), C (n, k), Y (n, t) are clean float arrays; splits the (train, test) pairs, whose test sets must
-    partition the rows (K-fold). Returns {part: [(test_index, predictions (n_test, t), alphas (t,), n_dropped)]}.
+    `train` holds the statistics of [F | Y] over the fit rows, `valid[g]` those of each group in `valid_ids`,
+    all centred at the fit rows' means. Residual columns that the subtraction would lose are recomputed from
+    explicit residual rows."""
+
+    def __init__(self, data: _GroupedRows, part: str, fit_ids, valid_ids, projector: dict):
+        self.data, self.part = data, part
+        fit = combine_blocks([data.stats[g] for g in fit_ids])
+        self.shift = fit.mean
+        self.B1 = projection_coef(fit, data.c, data.x, projector) if part == "geom" else None
+        # what the mapped features and targets add up to in row coordinates (explicit H rows, or residual rows)
+        self.feature_offset = np.zeros(data.d) if part == "geom" else fit.mean[data.x]
+        self.y_offset = fit.mean[data.y]
+        self.feature_mean = self.feature_offset  # the fit rows' feature means (residuals have mean 0)
+        self.train = self._map(fit)
+        self.valid = {g: self._map(data.stats[g]) for g in valid_ids}
+        if part == "geom":
+            lost = np.diag(self.train.gram)[:data.d] < _CANCELLATION_SHARE * np.diag(fit.gram)[data.x]
+            if lost.any():
+                self.train = combine_blocks([self._exact_columns(g, self._map(data.stats[g]), lost)
+                                             for g in fit_ids])
+                self.valid = {g: self._exact_columns(g, stats, lost) for g, stats in self.valid.items()}
+
+    def _map(self, stats: BlockStats) -> BlockStats:
+        """Statistics of [F | Y] - shift: for the residual, G_FF = G_xx - P - P^T + B^T G_cc B, P = B^T G_cx."""
+        x, c, y = self.data.x, self.data.c, self.data.y
+        xy = np.r_[np.arange(self.data.d), np.arange(y.start, len(stats.mean))]
+        mean = stats.mean - self.shift
+        if self.part == "full":
+            return BlockStats(stats.n, mean[xy], stats.gram[np.ix_(xy, xy)])
+        B, G = self.B1[:-1], stats.gram
+        P = B.T @ G[c, x]
+        gram = np.empty((len(xy), len(xy)))
+        d = self.data.d
+        gram[:d, :d] = G[x, x] - P - P.T + B.T @ G[c, c] @ B
+        gram[:d, d:] = G[x, y] - B.T @ G[c, y]
+        gram[d:, :d] = gram[:d, d:].T
+        gram[d:, d:] = G[y, y]
+        return BlockStats(stats.n, np.concatenate([mean[x] - mean[c] @ B, mean[y]]), gram)
+
+    def residual(self, a, b, out=None) -> np.ndarray:
+        """Explicit residual rows a:b (group order), written into `out` when given."""
+        out = np.matmul(self.data.C1[a:b], self.B1, out=out)
+        return np.subtract(self.data.H[a:b], out, out=out)
+
+    def _exact_columns(self, g, stats: BlockStats, lost) -> BlockStats:
+        """Group g's statistics with the `lost` columns recomputed from its explicit residual rows."""
+        d = self.data.d
+        a, b = self.data.bounds[g]
+        block = np.hstack([self.residual(a, b), self.data.W[a:b, self.data.y] - self.y_offset])
+        mean = block.mean(axis=0)
+        centred = block - mean
+        exact = centred[:, :d][:, lost].T @ centred
+        stats.mean[:d][lost] = mean[:d][lost]
+        stats.gram[:d][lost] = exact
+        stats.gram[:, :d][:, lost] = exact.T
+        return stats
+
+
+def _project_out(fit: _PartFit, out, train_ids) -> tuple[np.ndarray, np.ndarray]:
+    """out = explicit residual of every row, in cache-sized chunks; returns its column minima and maxima over
+    the training groups."""
+    low, high = np.full(fit.data.d, np.inf), np.full(fit.data.d, -np.inf)
+    step = max(256, _CHUNK_VALUES // fit.data.d)
+    for g, (start, stop) in enumerate(fit.data.bounds):
+        for a in range(start, stop, step):
+            b = min(a + step, stop)
+            chunk = fit.residual(a, b, out=out[a:b])
+            if g in train_ids and b > a:
+                np.minimum(low, chunk.min(axis=0), out=low)
+                np.maximum(high, chunk.max(axis=0), out=high)
+    return low, high
+
+
+def ridge_cpd_folds(H, C, Y, splits, groups, parts=("full", "geom"), alphas=None,
+                    criterion: str = DEFAULT_CRITERION, projector=None):
+    """Per-split predictions of fold-aware Ridge CPD for every part in `parts` ('full', 'geom').
+
+    H (n, d), C (n, k), Y (n, t) are clean float arrays; splits the (train, test) pairs; groups a label per row
+    such that every test set is a union of whole groups and its training set the remaining rows. With
+    criterion 'kfold' the training groups are the inner folds (for K-fold splits: the fold of each row).
+    projector: CompositionProjector parameters ('method' 'qr' or 'ridge', 'alpha'). Returns
+    {part: [(test_index, predictions (n_test, t), alphas (t,), n_dropped)]}.
     """
     alphas = np.asarray(DEFAULT_ALPHAS if alphas is None else alphas, dtype=np.float64)
-    order = np.concatenate([test for _, test in splits])
-    if len(order) != len(H) or len(np.unique(order)) != len(H):
-        raise ValueError("ridge_cpd_folds needs K-fold splits whose test sets partition the rows.")
-    d, k = H.shape[1], C.shape[1]
-    x, c, y = slice(0, d), slice(d, d + k), slice(d + k, None)
-    W = np.hstack([H, C, Y])[order]                      # rows fold by fold: test rows are contiguous
-    sizes = np.cumsum([0] + [len(test) for _, test in splits])
-    bounds = list(zip(sizes[:-1], sizes[1:]))
-    blocks = [_BlockStats(W[a:b]) for a, b in bounds]
+    data = _GroupedRows(H, C, Y, groups)
+    sizes = np.array([b - a for a, b in data.bounds])
+    group_of_row = np.empty(len(H), dtype=int)
+    group_of_row[data.order] = np.repeat(np.arange(len(sizes)), sizes)
+    residual = np.empty((len(H), data.d)) if "geom" in parts else None
+    inner_sse: dict = {}
     out = {part: [] for part in parts}
-    for f, (_, test) in enumerate(splits):
-        others = [blk for g, blk in enumerate(blocks) if g != f]
-        n, mean, gram = _combine(others)
-        Y_train = _FoldRows(W[:, y], bounds, f).train() if criterion == "loo" else None
-        y_mean, y_var = mean[y], np.diag(gram)[y] / n
-        if "full" in parts:
-            low = np.min([blk.low[x] for blk in others], axis=0)
-            high = np.max([blk.high[x] for blk in others], axis=0)
-            std = np.sqrt(np.clip(np.diag(gram)[x], 0, None) / n)
-            pred, chosen, dropped = _fit_and_predict(gram[x, x], gram[x, y], y_var, n, mean[x], std, low, high,
-                                                     alphas, criterion, _FoldRows(W[:, x], bounds, f), Y_train,
-                                                     y_mean)
-            out["full"].append((test, pred, chosen, dropped))
-        if "geom" in parts:
-            out["geom"].append((test, *_geom_fold(W[:, x], W[:, c], bounds, f, n, mean, gram, x, c, y, y_mean,
-                                                  y_var, alphas, criterion, Y_train, rtol)))
+    for train, test in splits:
+        test_ids = [int(g) for g in np.unique(group_of_row[test])]
+        train_ids = [g for g in range(len(sizes)) if g not in test_ids]
+        if (sizes[test_ids].sum() != len(test) or len(train) + len(test) != len(H)
+                or np.isin(group_of_row[train], test_ids).any()):
+            raise ValueError("ridge_cpd_folds needs splits whose test sets are unions of whole groups.")
+        for part in parts:
+            fit = _PartFit(data, part, train_ids, [], projector or {})
+            if criterion == "kfold":
+                cv = sum(_inner_sse(data, part, train_ids, v, projector or {}, alphas, inner_sse)
+                         for v in train_ids) / len(train)
+            else:
+                cv = None
+            test_rows = data.rows(test_ids)
+            if part == "geom":
+                low, high = _project_out(fit, residual, set(train_ids))
+                features = residual
+            else:
+                low = np.min([data.stats[g].low[data.x] for g in train_ids], axis=0)
+                high = np.max([data.stats[g].high[data.x] for g in train_ids], axis=0)
+                features = data.H
+            pred, chosen, dropped = _fit_and_predict(fit, train_ids, features, test_rows, low, high, alphas,
+                                                     criterion, cv)
+            out[part].append((data.order[test_rows], pred, chosen, dropped))
     return out
 
 
-def _geom_fold(Hp, Cp, bounds, f, n, mean, gram, x, c, y, y_mean, y_var, alphas, criterion, Y_train, rtol):
-    """One fold of the residual probe: project H on [1 | C] with training statistics, then fit Ridge."""
-    evals, evecs = np.linalg.eigh(gram[c, c])
-    rank = evals > rtol * max(evals.max(), 1e-300)
-    pinv_cc = (evecs[:, rank] / evals[rank]) @ evecs[:, rank].T
-    B = pinv_cc @ gram[c, x]                                     # (k, d) coefficients on centred composition
-    residual = Cp @ B                                            # every row, with the training fit
-    residual += mean[x] - mean[c] @ B
-    np.subtract(Hp, residual, out=residual)
-    rows = _FoldRows(residual, bounds, f)
-    # over the training rows the residual has mean 0 (the intercept is in the fit) and this Gram matrix
-    gram_rr = gram[x, x] - gram[c, x].T @ B
-    gram_rr = (gram_rr + gram_rr.T) / 2
-    lost = np.diag(gram_rr) < _CANCELLATION_SHARE * np.diag(gram[x, x])
-    if lost.any():  # exact centred cross-products for columns composition explains almost entirely
-        centred = rows.train()
-        centred -= centred.mean(axis=0)
-        exact = centred[:, lost].T @ centred
-        gram_rr[lost, :] = exact
-        gram_rr[:, lost] = exact.T
-    low, high = rows.train_extremes()
-    gram_ry = gram[x, y] - B.T @ gram[c, y]
-    std = np.sqrt(np.clip(np.diag(gram_rr), 0, None) / n)
-    return _fit_and_predict(gram_rr, gram_ry, y_var, n, np.zeros(len(std)), std, low, high, alphas, criterion,
-                            rows, Y_train, y_mean)
+def _inner_sse(data, part, train_ids, v, projector, alphas, cache) -> np.ndarray:
+    """Validation error on group v of the pipeline fitted on the other training groups (cached: the same inner
+    training set serves two outer folds)."""
+    fit_ids = tuple(g for g in train_ids if g != v)
+    key = (part, fit_ids)
+    if key not in cache:
+        others = [g for g in range(len(data.bounds)) if g not in fit_ids]
+        fit = _PartFit(data, part, fit_ids, others, projector)
+        sse = ridge_validation_sse(fit.train, [fit.valid[g] for g in others], data.d, alphas, fit.feature_mean)
+        cache[key] = dict(zip(others, sse))
+    return cache[key][v]
+
+
+def _fit_and_predict(fit: _PartFit, train_ids, features, test_rows, low, high, alphas, criterion, cv):
+    """Standardised Ridge with per-target alpha from the training groups' statistics; predictions for the
+    test rows (`features` holds the unscaled feature rows F in group order), clipped to the training range.
+    `cv` is the K-fold error per alpha and target; LOO and GCV compute theirs here from an eigendecomposition.
+    Returns predictions (n_test, t), the chosen alphas and the number of training-constant columns dropped."""
+    d = fit.data.d
+    train = fit.train
+    n = train.n
+    variance = np.clip(np.diag(train.gram), 0, None) / n
+    keep = varying_columns(fit.feature_mean, np.sqrt(variance[:d]))
+    x_mean, y_mean = train.mean[:d] + fit.feature_offset, train.mean[d:] + fit.y_offset
+    y_std = np.where(variance[d:] > 0, np.sqrt(variance[d:]), 1.0)
+    test = features[test_rows]
+    if not keep.any():
+        return np.tile(y_mean, (len(test), 1)), np.full(len(y_mean), np.nan), int((~keep).sum())
+    cols = slice(None) if keep.all() else np.flatnonzero(keep)
+    s = np.sqrt(variance[:d][cols])
+    K = (train.gram[:d, :d] if keep.all() else train.gram[np.ix_(cols, cols)]) / np.outer(s, s)
+    b = train.gram[:d, d:][cols] / np.outer(s, y_std)
+    if criterion == "kfold":
+        best = cv.argmin(axis=0)
+        coef = np.empty_like(b)
+        for a in np.unique(best):  # one solve per distinct alpha
+            coef[:, best == a] = scipy.linalg.solve(K + alphas[a] * np.eye(len(K)), b[:, best == a],
+                                                    assume_a="pos", check_finite=False)
+    else:
+        s2, V = np.linalg.eigh(K)
+        s2 = np.clip(s2, 0, None)
+        AtY = V.T @ b
+        if criterion == "loo":
+            train_rows = fit.data.rows(train_ids)
+            A = (features[train_rows][:, cols] - x_mean[cols]) / s @ V
+            Yc = (fit.data.W[train_rows, fit.data.y] - y_mean) / y_std
+            cv = ridge_cv_errors(s2, AtY, alphas, "loo", n, A=A, Y=Yc)
+        else:
+            cv = ridge_cv_errors(s2, AtY, alphas, "gcv", n, yy=np.diag(train.gram)[d:] / y_std ** 2)
+        best = cv.argmin(axis=0)
+        coef = V @ (AtY / (s2[:, None] + alphas[best][None, :]))
+    # clipping standardised values to the standardised training range = clipping raw values to the raw range
+    raw = np.clip(test[:, cols], low[cols], high[cols])
+    raw -= x_mean[cols]
+    return raw @ (coef / s[:, None]) * y_std + y_mean, alphas[best], int((~keep).sum())

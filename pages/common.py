@@ -343,8 +343,9 @@ def sidebar() -> Selection:
     target = widget("selectbox", "Target", "target", default_target or "", targets, sb) if targets else None
     probe = widget("selectbox", "Probe", "probe", "ridge", PROBES, sb, format_func=lambda p: PROBE_LABELS[p],
                    help="Every probe standardises features on the training folds. Ridge picks its alpha per target "
-                        "and fold from 20 values (0.1 to 1e5) by exact leave-one-out on the training "
-                        "rows; the MLP and the trees use early stopping.")
+                        "and fold from 20 values (0.1 to 1e5) by cross-validation inside the training "
+                        "rows (the other folds, refitting projection and scaling); the MLP and the trees use "
+                        "early stopping.")
     invariant = widget("radio", "L>0 invariant", "invariant", "pooled_norm", analysis.INVARIANTS, sb,
                        format_func=lambda v: analysis.INVARIANT_LABELS[v],
                        help="How L>0 (vector, tensor) channels become rotation-invariant numbers.")

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cpd_core.cpd import composition_control_target, cpd_scores, fold_indices, sample_efficiency
@@ -43,12 +45,26 @@ def test_projector_fold_aware_applies_training_coefficients(planted):
         proj.transform(H[400:])
 
 
-def test_ridge_probe_matches_sklearn_ridgecv():
+def test_ridge_probe_kfold_matches_gridsearchcv_over_a_scaler_and_ridge_pipeline():
+    rng = np.random.default_rng(1)
+    for n, d in ((400, 30), (60, 120)):
+        X = rng.normal(size=(n, d))
+        y = X[:, :4].sum(axis=1) + 0.5 * rng.normal(size=n)
+        ours = RidgeProbe(seed=7).fit(X, y)
+        search = GridSearchCV(make_pipeline(StandardScaler(), Ridge()), {"ridge__alpha": DEFAULT_ALPHAS},
+                              cv=KFold(5, shuffle=True, random_state=7), scoring="neg_mean_squared_error").fit(X, y)
+        assert ours.alpha_[0] == pytest.approx(search.best_params_["ridge__alpha"])
+        mse = -search.cv_results_["mean_test_score"] / y.var()          # ours is in standardised target units
+        np.testing.assert_allclose(ours.cv_mse_[:, 0], mse, rtol=1e-8)
+        np.testing.assert_allclose(ours.predict(X), search.predict(X), atol=1e-8)
+
+
+def test_ridge_probe_loo_matches_sklearn_ridgecv():
     rng = np.random.default_rng(1)
     for n, d in ((400, 30), (40, 120)):
         X = rng.normal(size=(n, d))
         y = X[:, :4].sum(axis=1) + 0.3 * rng.normal(size=n)
-        ours = RidgeProbe().fit(X, y)
+        ours = RidgeProbe(criterion="loo").fit(X, y)
         Z = StandardScaler().fit_transform(X)
         ref = RidgeCV(alphas=DEFAULT_ALPHAS).fit(Z, (y - y.mean()) / y.std())
         assert ours.alpha_[0] == pytest.approx(ref.alpha_)

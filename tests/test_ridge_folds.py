@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
-from cpd_core.cpd import cpd_scores, fold_indices
-from cpd_core.probes import RidgeProbe
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
+
+from cpd_core.cpd import _row_groups, cpd_scores, fold_indices
+from cpd_core.probes import DEFAULT_ALPHAS, FoldScaler, RidgeProbe
 from cpd_core.projection import CompositionProjector
 from cpd_core.ridge_folds import ridge_cpd_folds
 
@@ -31,49 +34,110 @@ def awkward_data(n=400, seed=0, fractions=False):
     return H, C, Y
 
 
+def fold_groups(n, splits):
+    groups = np.empty(n, dtype=int)
+    for f, (_, test) in enumerate(splits):
+        groups[test] = f
+    return groups
+
+
+def features(H, C, part, fit_rows, other_rows, projector_params=None):
+    """H itself, or its residual after a projection fitted on fit_rows, for fit_rows and other_rows."""
+    if part == "full":
+        return H[fit_rows], H[other_rows]
+    projector = CompositionProjector(**(projector_params or {})).fit(C[fit_rows], H[fit_rows])
+    return projector.transform(H[fit_rows]), projector.transform(H[other_rows], C[other_rows])
+
+
 def direct(H, C, Y, splits, part, criterion, alphas=None):
-    """Refit scaler, projector and probe in every fold: the reference implementation."""
+    """Refit scaler, projector and probe in every fold: the reference implementation for alpha chosen on the
+    outer fit (LOO, GCV), and for K-fold CV of the full features (RidgeProbe's inner folds = the other folds)."""
     out = []
+    groups = fold_groups(len(Y), splits)
     for train, test in splits:
-        if part == "geom":
-            projector = CompositionProjector().fit(C[train], H[train])
-            X_train, X_test = projector.transform(H[train]), projector.transform(H[test], C[test])
-        else:
-            X_train, X_test = H[train], H[test]
-        probe = RidgeProbe(alphas=alphas, criterion=criterion).fit(X_train, Y[train])
+        X_train, X_test = features(H, C, part, train, test)
+        probe = RidgeProbe(alphas=alphas, criterion=criterion).fit(X_train, Y[train], groups=groups[train])
         out.append((probe.predict(X_test), probe.alpha_, probe.scaler_.n_dropped_))
     return out
 
 
-@pytest.mark.parametrize("criterion", ["loo", "gcv"])
+def nested(H, C, Y, splits, groups, part, projector_params=None):
+    """Brute-force nested CV of the whole pipeline: for every alpha and inner fold, refit projection, scaler
+    and scikit-learn Ridge on the inner training rows and score the inner validation rows; then refit the
+    pipeline on the outer training rows with each target's best alpha."""
+    out = []
+    for train, test in splits:
+        sse = np.zeros((len(DEFAULT_ALPHAS), Y.shape[1]))
+        for v in np.unique(groups[train]):
+            fit_rows, valid_rows = train[groups[train] != v], train[groups[train] == v]
+            X_fit, X_valid = features(H, C, part, fit_rows, valid_rows, projector_params)
+            scaler = FoldScaler(clip=False).fit(X_fit)
+            for i, alpha in enumerate(DEFAULT_ALPHAS):
+                model = Ridge(alpha=alpha).fit(scaler.transform(X_fit), Y[fit_rows])
+                sse[i] += ((model.predict(scaler.transform(X_valid)) - Y[valid_rows]) ** 2).sum(axis=0)
+        best = DEFAULT_ALPHAS[sse.argmin(axis=0)]
+        X_train, X_test = features(H, C, part, train, test, projector_params)
+        probes = [RidgeProbe(alphas=[a]).fit(X_train, Y[train, j]) for j, a in enumerate(best)]
+        out.append((np.column_stack([p.predict(X_test) for p in probes]), best, probes[0].scaler_.n_dropped_))
+    return out
+
+
+def assert_same(fast, reference):
+    for (test, pred, alphas, dropped), (ref_pred, ref_alphas, ref_dropped) in zip(fast, reference):
+        np.testing.assert_allclose(pred, ref_pred, rtol=1e-7, atol=1e-7 * np.abs(ref_pred).max())
+        np.testing.assert_array_equal(alphas, ref_alphas)
+        assert dropped == ref_dropped, (dropped, ref_dropped)
+
+
+@pytest.mark.parametrize("criterion", ["kfold", "loo", "gcv"])
 @pytest.mark.parametrize("fractions", [False, True])
 def test_same_predictions_alphas_and_dropped_columns_as_refitting(criterion, fractions):
     H, C, Y = awkward_data(fractions=fractions)
     splits = fold_indices(len(Y), 5, seed=3)
-    fast = ridge_cpd_folds(H, C, Y, splits, ("full", "geom"), criterion=criterion)
-    for part in ("full", "geom"):
-        for (test, pred, alphas, dropped), (ref_pred, ref_alphas, ref_dropped) in zip(
-                fast[part], direct(H, C, Y, splits, part, criterion)):
-            np.testing.assert_allclose(pred, ref_pred, rtol=1e-7, atol=1e-7 * np.abs(ref_pred).max())
-            np.testing.assert_array_equal(alphas, ref_alphas)
-            assert dropped == ref_dropped, (part, dropped, ref_dropped)
+    groups = fold_groups(len(Y), splits)
+    fast = ridge_cpd_folds(H, C, Y, splits, groups, ("full", "geom"), criterion=criterion)
+    assert_same(fast["full"], direct(H, C, Y, splits, "full", criterion))
+    if criterion == "kfold":
+        assert_same(fast["full"], nested(H, C, Y, splits, groups, "full"))
+        assert_same(fast["geom"], nested(H, C, Y, splits, groups, "geom"))
+    else:
+        assert_same(fast["geom"], direct(H, C, Y, splits, "geom", criterion))
+
+
+def test_a_fixed_split_uses_inner_folds_of_the_training_rows():
+    H, C, Y = awkward_data(n=300, seed=1)
+    splits = fold_indices(len(Y), split="fixed", seed=2)
+    groups = _row_groups(len(Y), splits, seed=2)
+    assert len(np.unique(groups)) == 6 and (groups[splits[0][1]] == -1).all()
+    fast = ridge_cpd_folds(H, C, Y, splits, groups, ("full", "geom"))
+    assert_same(fast["full"], nested(H, C, Y, splits, groups, "full"))
+    assert_same(fast["geom"], nested(H, C, Y, splits, groups, "geom"))
+
+
+def test_splits_must_be_unions_of_groups():
+    H, C, Y = awkward_data(n=100)
+    splits = fold_indices(len(Y), 5, seed=0)
+    with pytest.raises(ValueError, match="groups"):
+        ridge_cpd_folds(H, C, Y, splits, np.arange(len(Y)) % 5)
 
 
 def test_geom_drops_the_column_that_is_exactly_linear_in_composition():
     H, C, Y = awkward_data()
     splits = fold_indices(len(Y), 5, seed=0)
-    fast = ridge_cpd_folds(H, C, Y, splits, ("full", "geom"))
+    fast = ridge_cpd_folds(H, C, Y, splits, fold_groups(len(Y), splits), ("full", "geom"))
     full_dropped = [o[3] for o in fast["full"]]
     geom_dropped = [o[3] for o in fast["geom"]]
     assert all(g >= f + 1 for f, g in zip(full_dropped, geom_dropped))   # + the exactly linear column
 
 
-def test_cpd_scores_takes_the_fold_statistics_path_with_identical_results():
+@pytest.mark.parametrize("projector_params", [None, {"method": "ridge", "alpha": 3.0}])
+def test_cpd_scores_default_is_nested_cv_of_the_whole_pipeline(projector_params):
     H, C, Y = awkward_data(n=300)
-    fast = cpd_scores(H, C, Y, ["a", "b"], probe_params={"criterion": "gcv"})
-    # a projector parameter forces the direct path for R²_geom; rtol at its default changes nothing
-    ref = cpd_scores(H, C, Y, ["a", "b"], probe_params={"criterion": "gcv"}, projector_params={"rtol": 1e-10})
-    for f, r in zip(fast, ref):
-        assert f.r2_geom == pytest.approx(r.r2_geom, abs=1e-9)
-        assert f.settings["geom"]["alpha_per_fold"] == r.settings["geom"]["alpha_per_fold"]
-        assert f.settings["geom"]["columns_dropped_constant"] == r.settings["geom"]["columns_dropped_constant"]
+    results = cpd_scores(H, C, Y, ["a", "b"], projector_params=projector_params)
+    splits = fold_indices(len(Y), 5, seed=0)
+    reference = nested(H, C, Y, splits, fold_groups(len(Y), splits), "geom", projector_params)
+    for j, result in enumerate(results):
+        r2 = [r2_score(Y[test, j], pred[:, j]) for (_, test), (pred, _, _) in zip(splits, reference)]
+        np.testing.assert_allclose(result.fold_scores["geom"], r2, atol=1e-9)
+        assert result.settings["geom"]["criterion"] == "kfold"
+        assert result.settings["geom"]["alpha_per_fold"] == [float(best[j]) for _, best, _ in reference]
