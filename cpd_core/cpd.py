@@ -81,14 +81,16 @@ def _clean_inputs(H, C, Y, target_names, folds):
         ["target"] if Y.shape[1] == 1 else [f"target_{i}" for i in range(Y.shape[1])])
     if len(names) != Y.shape[1]:
         raise CPDInputError(f"{len(names)} target names for {Y.shape[1]} target columns.")
-    if not np.isfinite(H).all():
+    # a finite sum means finite values (NaN and infinity propagate), without a boolean copy of H
+    if not (np.isfinite(H.sum()) or np.isfinite(H).all()):
         bad = int((~np.isfinite(H)).any(axis=1).sum())
         raise CPDInputError(f"Features contain NaN or infinite values in {bad} rows; recompute or drop those rows.")
     if not np.isfinite(C).all():
         raise CPDInputError("Composition contains NaN or infinite values; it must be element counts or fractions.")
     finite = np.isfinite(Y).all(axis=1)
     n_dropped = int((~finite).sum())
-    H, C, Y = H[finite], C[finite], Y[finite]
+    if n_dropped:
+        H, C, Y = H[finite], C[finite], Y[finite]
     if folds < 2:
         raise CPDInputError(f"Need at least 2 folds, got {folds}.")
     if len(Y) < 2 * folds:
@@ -113,6 +115,21 @@ def _r2_columns(Y_true, Y_pred) -> np.ndarray:
 def fold_indices(n: int, folds: int = 5, seed: int = 0, shuffle: bool = True, split: str = "kfold"):
     """The (train, test) index pairs used everywhere: KFold, shuffled with a seed unless told otherwise;
     split='fixed': one seeded random split with FIXED_TEST_FRACTION of the rows held out."""
+    return list(_splits(n, folds, seed, shuffle, split))
+
+
+@functools.lru_cache(maxsize=64)
+def _splits(n: int, folds: int, seed: int, shuffle: bool, split: str) -> tuple:
+    """fold_indices, computed once per setting (a grid asks for the same splits for every feature set);
+    the index arrays are read-only so that no caller can change the cached copy."""
+    pairs = _make_splits(n, folds, seed, shuffle, split)
+    for pair in pairs:
+        for index in pair:
+            index.flags.writeable = False
+    return tuple(pairs)
+
+
+def _make_splits(n: int, folds: int, seed: int, shuffle: bool, split: str) -> list:
     if split == "fixed":
         order = np.random.default_rng(seed).permutation(n)
         n_test = max(1, int(round(n * FIXED_TEST_FRACTION)))
@@ -224,8 +241,12 @@ def _settings_for_target(fold_settings: list[dict], i: int) -> dict:
 
 def results_table(results: list[CPDResult], **labels) -> pd.DataFrame:
     """Tidy table of results, one row per target, with extra label columns (model, layer, channel, ...)."""
+    return pd.DataFrame(_table_rows(results, **labels))
+
+
+def _table_rows(results: list[CPDResult], **labels) -> list[dict]:
     columns = [f.name for f in fields(CPDResult) if f.name not in ("fold_scores", "settings")]
-    return pd.DataFrame([{**labels, **{c: getattr(r, c) for c in columns}} for r in results])
+    return [{**labels, **{c: getattr(r, c) for c in columns}} for r in results]
 
 
 def sample_efficiency(H, C, Y, sizes, target_names=None, probe: str = "ridge", folds: int = 5,
@@ -306,13 +327,13 @@ def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds
         for r in results:
             r.r2_comp, r.r2_comp_std = comp[r.target].r2_comp, comp[r.target].r2_comp_std
         labels = dict(zip(("model", "layer", "channel"), label)) if isinstance(label, tuple) else {"features": label}
-        return results_table(results, **labels, dim=int(np.shape(H)[1]))
+        return _table_rows(results, **labels, dim=int(np.shape(H)[1]))
 
-    frames = []
+    rows = []
     jobs = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
         delayed(one)(label, H) for label, H in feature_sets.items())
-    for i, frame in enumerate(jobs):
-        frames.append(frame)
+    for i, set_rows in enumerate(jobs):
+        rows += set_rows
         if progress is not None:
             progress(i + 1, len(feature_sets))
-    return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame(rows)

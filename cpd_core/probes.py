@@ -29,7 +29,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from sklearn.neural_network import MLPRegressor
 
-from cpd_core.block_stats import BlockStats, kfold_ridge_errors, varying_columns
+from cpd_core.block_stats import BlockStats, combine_blocks, kfold_ridge_errors, varying_columns
 from cpd_core.errors import CPDInputError
 
 PROBES = ("ridge", "mlp", "gbt")
@@ -157,6 +157,9 @@ class RidgeProbe(_StandardisedRegressor):
             self.alpha_ = np.full(Y.shape[1], np.nan)
             self.coef_ = np.zeros((0, Y.shape[1]))
             return
+        if self.criterion == "kfold":
+            self._fit_kfold(Z, Y, groups, alphas)
+            return
         # A (n, k) with A A^T = Z Z^T and A^T A = diag(s2); AtY = A^T Y
         if n >= d:
             s2, V = np.linalg.eigh(Z.T @ Z)
@@ -168,10 +171,7 @@ class RidgeProbe(_StandardisedRegressor):
             V = None
             AtY = A.T @ Y
         s2 = np.clip(s2, 0, None)
-        if self.criterion == "kfold":
-            cv = kfold_ridge_errors(self._inner_blocks(Z, Y, groups), d, alphas)
-        else:
-            cv = ridge_cv_errors(s2, AtY, alphas, self.criterion, n, yy=(Y ** 2).sum(axis=0), A=A, Y=Y)
+        cv = ridge_cv_errors(s2, AtY, alphas, self.criterion, n, yy=(Y ** 2).sum(axis=0), A=A, Y=Y)
         best = cv.argmin(axis=0)
         self.alpha_ = alphas[best]
         self.cv_mse_ = cv
@@ -182,6 +182,20 @@ class RidgeProbe(_StandardisedRegressor):
         else:  # dual form: beta = Z^T U diag(1/(s2+alpha)) U^T y = Z^T U (G / sqrt(s2))
             root = np.sqrt(s2)
             self.coef_ = Z.T @ (U @ np.divide(G, root[:, None], out=np.zeros_like(G), where=root[:, None] > 0))
+
+    def _fit_kfold(self, Z, Y, groups, alphas):
+        """Alpha by K-fold CV from per-fold statistics; the final fit from their sum (Z and Y are centred), one
+        linear solve per distinct alpha."""
+        blocks = self._inner_blocks(Z, Y, groups)
+        d = Z.shape[1]
+        self.cv_mse_ = kfold_ridge_errors(blocks, d, alphas)
+        best = self.cv_mse_.argmin(axis=0)
+        self.alpha_ = alphas[best]
+        total = combine_blocks(blocks)
+        self.coef_ = np.empty((d, Y.shape[1]))
+        for a in np.unique(best):
+            self.coef_[:, best == a] = np.linalg.solve(total.gram[:d, :d] + alphas[a] * np.eye(d),
+                                                       total.gram[:d, d:][:, best == a])
 
     def _predict_scaled(self, Z):
         return Z @ self.coef_

@@ -21,14 +21,13 @@ diagonals, one (n_train, d) product per fold. Test predictions clip to the train
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 from cpd_core.block_stats import BlockStats, combine_blocks, ridge_validation_sse, varying_columns
 from cpd_core.probes import DEFAULT_ALPHAS, DEFAULT_CRITERION, ridge_cv_errors
 
 # Columns whose residual variance is below this share of their variance are recomputed from the residual itself.
 _CANCELLATION_SHARE = 1e-6
-_CHUNK_VALUES = 2 ** 17  # values per step of a residual pass, few enough to stay in cache for minima and maxima
+_CHUNK_VALUES = 2 ** 18  # values per step of a residual pass, few enough to stay in cache for minima and maxima
 
 
 class _GroupedRows:
@@ -61,16 +60,36 @@ class _GroupedRows:
         return self._C1
 
 
-def projection_coef(stats: BlockStats, c, x, projector: dict) -> np.ndarray:
-    """[B; b0] ((k + 1) x d): the least-squares (or ridge) fit of H on [C | 1] from the statistics of its rows."""
-    gram_cc = stats.gram[c, c]
+def projection_coefs(gram, mean, c, x, projector: dict) -> np.ndarray:
+    """[B; b0] (..., k + 1, d): the least-squares (or ridge) fit of H on [C | 1] from the centred Gram matrices
+    (..., D, D) and means (..., D) of its rows (stacks of fits at once)."""
+    gram_cc, gram_cx = gram[..., c, c], gram[..., c, x]
     if projector.get("method", "qr") == "ridge":
-        B = np.linalg.solve(gram_cc + projector.get("alpha", 1.0) * np.eye(len(gram_cc)), stats.gram[c, x])
-    else:
+        B = np.linalg.solve(gram_cc + projector.get("alpha", 1.0) * np.eye(gram_cc.shape[-1]), gram_cx)
+    else:  # pseudo-inverse with a rank cut: absent or collinear elements drop out
         evals, evecs = np.linalg.eigh(gram_cc)
-        rank = evals > projector.get("rtol", 1e-12) * max(evals.max(), 1e-300)
-        B = ((evecs[:, rank] / evals[rank]) @ evecs[:, rank].T) @ stats.gram[c, x]
-    return np.vstack([B, stats.mean[x] - stats.mean[c] @ B])
+        rank = evals > projector.get("rtol", 1e-12) * np.maximum(evals.max(axis=-1, keepdims=True), 1e-300)
+        inverse = np.divide(1.0, evals, out=np.zeros_like(evals), where=rank)
+        B = np.matmul(evecs * inverse[..., None, :], np.matmul(evecs.swapaxes(-1, -2), gram_cx))
+    intercept = mean[..., x] - np.matmul(mean[..., None, c], B)[..., 0, :]
+    return np.concatenate([B, intercept[..., None, :]], axis=-2)
+
+
+def _mapped(gram, mean, B, x, c, y):
+    """Statistics of [F | Y] from those of [H | C | Y] (stacks allowed): F = H, or with B (..., k, d) the
+    residual H - C B: G_FF = G_xx - P - P^T + B^T G_cc B with P = B^T G_cx, G_FY = G_xy - B^T G_cy."""
+    if B is None:
+        xy = np.r_[np.arange(x.stop), np.arange(y.start, gram.shape[-1])]
+        return gram[..., xy[:, None], xy], mean[..., xy]
+    d = x.stop
+    Bt = B.swapaxes(-1, -2)
+    P = np.matmul(Bt, gram[..., c, x])
+    out = np.empty(gram.shape[:-2] + (gram.shape[-1] - (c.stop - c.start),) * 2)
+    out[..., :d, :d] = gram[..., x, x] - P - P.swapaxes(-1, -2) + np.matmul(np.matmul(Bt, gram[..., c, c]), B)
+    out[..., :d, d:] = gram[..., x, y] - np.matmul(Bt, gram[..., c, y])
+    out[..., d:, :d] = out[..., :d, d:].swapaxes(-1, -2)
+    out[..., d:, d:] = gram[..., y, y]
+    return out, np.concatenate([mean[..., x] - np.matmul(mean[..., None, c], B)[..., 0, :], mean[..., y]], axis=-1)
 
 
 class _PartFit:
@@ -84,7 +103,7 @@ class _PartFit:
         self.data, self.part = data, part
         fit = combine_blocks([data.stats[g] for g in fit_ids])
         self.shift = fit.mean
-        self.B1 = projection_coef(fit, data.c, data.x, projector) if part == "geom" else None
+        self.B1 = projection_coefs(fit.gram, fit.mean, data.c, data.x, projector) if part == "geom" else None
         # what the mapped features and targets add up to in row coordinates (explicit H rows, or residual rows)
         self.feature_offset = np.zeros(data.d) if part == "geom" else fit.mean[data.x]
         self.y_offset = fit.mean[data.y]
@@ -99,21 +118,10 @@ class _PartFit:
                 self.valid = {g: self._exact_columns(g, stats, lost) for g, stats in self.valid.items()}
 
     def _map(self, stats: BlockStats) -> BlockStats:
-        """Statistics of [F | Y] - shift: for the residual, G_FF = G_xx - P - P^T + B^T G_cc B, P = B^T G_cx."""
-        x, c, y = self.data.x, self.data.c, self.data.y
-        xy = np.r_[np.arange(self.data.d), np.arange(y.start, len(stats.mean))]
-        mean = stats.mean - self.shift
-        if self.part == "full":
-            return BlockStats(stats.n, mean[xy], stats.gram[np.ix_(xy, xy)])
-        B, G = self.B1[:-1], stats.gram
-        P = B.T @ G[c, x]
-        gram = np.empty((len(xy), len(xy)))
-        d = self.data.d
-        gram[:d, :d] = G[x, x] - P - P.T + B.T @ G[c, c] @ B
-        gram[:d, d:] = G[x, y] - B.T @ G[c, y]
-        gram[d:, :d] = gram[:d, d:].T
-        gram[d:, d:] = G[y, y]
-        return BlockStats(stats.n, np.concatenate([mean[x] - mean[c] @ B, mean[y]]), gram)
+        """Statistics of [F | Y] - shift."""
+        B = None if self.B1 is None else self.B1[:-1]
+        gram, mean = _mapped(stats.gram, stats.mean - self.shift, B, self.data.x, self.data.c, self.data.y)
+        return BlockStats(stats.n, mean, gram)
 
     def residual(self, a, b, out=None) -> np.ndarray:
         """Explicit residual rows a:b (group order), written into `out` when given."""
@@ -165,21 +173,20 @@ def ridge_cpd_folds(H, C, Y, splits, groups, parts=("full", "geom"), alphas=None
     group_of_row = np.empty(len(H), dtype=int)
     group_of_row[data.order] = np.repeat(np.arange(len(sizes)), sizes)
     residual = np.empty((len(H), data.d)) if "geom" in parts else None
-    inner_sse: dict = {}
-    out = {part: [] for part in parts}
+    split_groups = []
     for train, test in splits:
         test_ids = [int(g) for g in np.unique(group_of_row[test])]
-        train_ids = [g for g in range(len(sizes)) if g not in test_ids]
         if (sizes[test_ids].sum() != len(test) or len(train) + len(test) != len(H)
                 or np.isin(group_of_row[train], test_ids).any()):
             raise ValueError("ridge_cpd_folds needs splits whose test sets are unions of whole groups.")
-        for part in parts:
+        split_groups.append((test_ids, [g for g in range(len(sizes)) if g not in test_ids]))
+    out = {part: [] for part in parts}
+    for part in parts:
+        inner = _inner_errors(data, part, [train_ids for _, train_ids in split_groups], projector or {}, alphas) \
+            if criterion == "kfold" else None
+        for (train, test), (test_ids, train_ids) in zip(splits, split_groups):
             fit = _PartFit(data, part, train_ids, [], projector or {})
-            if criterion == "kfold":
-                cv = sum(_inner_sse(data, part, train_ids, v, projector or {}, alphas, inner_sse)
-                         for v in train_ids) / len(train)
-            else:
-                cv = None
+            cv = sum(inner[_without(train_ids, v)][v] for v in train_ids) / len(train) if inner else None
             test_rows = data.rows(test_ids)
             if part == "geom":
                 low, high = _project_out(fit, residual, set(train_ids))
@@ -194,17 +201,59 @@ def ridge_cpd_folds(H, C, Y, splits, groups, parts=("full", "geom"), alphas=None
     return out
 
 
-def _inner_sse(data, part, train_ids, v, projector, alphas, cache) -> np.ndarray:
-    """Validation error on group v of the pipeline fitted on the other training groups (cached: the same inner
-    training set serves two outer folds)."""
-    fit_ids = tuple(g for g in train_ids if g != v)
-    key = (part, fit_ids)
-    if key not in cache:
-        others = [g for g in range(len(data.bounds)) if g not in fit_ids]
-        fit = _PartFit(data, part, fit_ids, others, projector)
-        sse = ridge_validation_sse(fit.train, [fit.valid[g] for g in others], data.d, alphas, fit.feature_mean)
-        cache[key] = dict(zip(others, sse))
-    return cache[key][v]
+def _without(ids, v) -> tuple:
+    return tuple(g for g in ids if g != v)
+
+
+def _inner_errors(data, part, training_sets, projector, alphas) -> dict:
+    """{inner training groups: {group: validation error (n_alphas, t)}} for every inner fit the training sets
+    need: the pipeline fitted on a training set without one group, scored on every group outside the fit
+    (an inner training set serves every outer fold whose training set it completes).
+
+    All inner fits of a part are computed as stacks (statistics, projections, maps, Ridge), a few dozen numpy
+    calls in all; a fit with residual columns that need exact recomputation goes through `_PartFit`."""
+    unions = sorted({_without(ids, v) for ids in training_sets for v in ids})
+    n_groups = len(data.bounds)
+    member = np.zeros((len(unions), n_groups), dtype=bool)
+    for u, ids in enumerate(unions):
+        member[u, list(ids)] = True
+    sizes = np.array([s.n for s in data.stats], dtype=np.float64)
+    means = np.stack([s.mean for s in data.stats])                       # (G, D)
+    grams = np.stack([s.gram for s in data.stats])                       # (G, D, D)
+    weight = member * sizes                                              # (U, G)
+    n = weight.sum(axis=1)
+    mean = weight @ means / n[:, None]                                   # (U, D): Chan's combination
+    delta = means[None, :, :] - mean[:, None, :]                         # (U, G, D)
+    gram = np.tensordot(member.astype(float), grams, axes=1) + np.matmul(
+        (delta * weight[:, :, None]).swapaxes(1, 2), delta)
+    B1 = projection_coefs(gram, mean, data.c, data.x, projector) if part == "geom" else None
+    B = None if B1 is None else B1[:, :-1]
+    train_gram, _ = _mapped(gram, np.zeros_like(mean), B, data.x, data.c, data.y)
+    pairs = [(u, g) for u in range(len(unions)) for g in range(n_groups) if not member[u, g]]
+    u_of, g_of = np.array([u for u, _ in pairs]), np.array([g for _, g in pairs])
+    valid_gram, valid_mean = _mapped(grams[g_of], means[g_of] - mean[u_of], None if B is None else B[u_of],
+                                     data.x, data.c, data.y)
+    d = data.d
+    lost = np.zeros(len(unions), dtype=bool)
+    if part == "geom":
+        lost = (np.diagonal(train_gram, axis1=1, axis2=2)[:, :d]
+                < _CANCELLATION_SHARE * np.diagonal(gram, axis1=1, axis2=2)[:, data.x]).any(axis=1)
+    fits, valid_groups = [], []
+    t = data.t
+    for u, ids in enumerate(unions):
+        others = [g for g in range(n_groups) if not member[u, g]]
+        if lost[u]:
+            fit = _PartFit(data, part, ids, others, projector)
+            fits.append((fit.train, [fit.valid[g] for g in others], fit.feature_mean))
+        else:
+            rows = [j for j, (uu, _) in enumerate(pairs) if uu == u]
+            feature_mean = np.zeros(d) if part == "geom" else mean[u, data.x]
+            fits.append((BlockStats(int(n[u]), np.zeros(d + t), train_gram[u]),
+                         [BlockStats(int(sizes[g_of[j]]), valid_mean[j], valid_gram[j]) for j in rows],
+                         feature_mean))
+        valid_groups.append(others)
+    errors = ridge_validation_sse(fits, d, alphas)
+    return {fit_ids: dict(zip(groups, sse)) for fit_ids, groups, sse in zip(unions, valid_groups, errors)}
 
 
 def _fit_and_predict(fit: _PartFit, train_ids, features, test_rows, low, high, alphas, criterion, cv):
@@ -215,7 +264,7 @@ def _fit_and_predict(fit: _PartFit, train_ids, features, test_rows, low, high, a
     d = fit.data.d
     train = fit.train
     n = train.n
-    variance = np.clip(np.diag(train.gram), 0, None) / n
+    variance = np.maximum(np.diag(train.gram), 0) / n
     keep = varying_columns(fit.feature_mean, np.sqrt(variance[:d]))
     x_mean, y_mean = train.mean[:d] + fit.feature_offset, train.mean[d:] + fit.y_offset
     y_std = np.where(variance[d:] > 0, np.sqrt(variance[d:]), 1.0)
@@ -229,12 +278,11 @@ def _fit_and_predict(fit: _PartFit, train_ids, features, test_rows, low, high, a
     if criterion == "kfold":
         best = cv.argmin(axis=0)
         coef = np.empty_like(b)
-        for a in np.unique(best):  # one solve per distinct alpha
-            coef[:, best == a] = scipy.linalg.solve(K + alphas[a] * np.eye(len(K)), b[:, best == a],
-                                                    assume_a="pos", check_finite=False)
+        for a in np.unique(best):  # one solve per distinct alpha (numpy's releases the GIL, scipy's does not)
+            coef[:, best == a] = np.linalg.solve(K + alphas[a] * np.eye(len(K)), b[:, best == a])
     else:
         s2, V = np.linalg.eigh(K)
-        s2 = np.clip(s2, 0, None)
+        s2 = np.maximum(s2, 0)
         AtY = V.T @ b
         if criterion == "loo":
             train_rows = fit.data.rows(train_ids)
@@ -246,6 +294,7 @@ def _fit_and_predict(fit: _PartFit, train_ids, features, test_rows, low, high, a
         best = cv.argmin(axis=0)
         coef = V @ (AtY / (s2[:, None] + alphas[best][None, :]))
     # clipping standardised values to the standardised training range = clipping raw values to the raw range
-    raw = np.clip(test[:, cols], low[cols], high[cols])
+    raw = np.maximum(test[:, cols], low[cols])
+    np.minimum(raw, high[cols], out=raw)
     raw -= x_mean[cols]
     return raw @ (coef / s[:, None]) * y_std + y_mean, alphas[best], int((~keep).sum())
