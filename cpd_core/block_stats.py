@@ -62,38 +62,50 @@ def ridge_validation_sse(fits, d: int, alphas) -> list[list[np.ndarray]]:
     """
     alphas = np.asarray(alphas, dtype=np.float64)
     m, a, t = len(fits), len(alphas), len(fits[0][0].mean) - d
-    K, b, scale, keeps = np.empty((m, d, d)), np.empty((m, d, t)), np.empty((m, d)), []
-    for i, (train, _, feature_mean) in enumerate(fits):
+    keeps, scales = [], []
+    for train, _, feature_mean in fits:
         variance = np.maximum(np.diag(train.gram)[:d], 0) / train.n
-        keep = varying_columns(train.mean[:d] if feature_mean is None else feature_mean, np.sqrt(variance))
-        scale[i] = np.where(keep, np.sqrt(variance), 1.0)
-        np.divide(train.gram[:d, :d], np.outer(scale[i], scale[i]), out=K[i])
-        np.divide(train.gram[:d, d:], scale[i][:, None], out=b[i])
-        if not keep.all():  # a dropped column: decoupled, unit diagonal, no target covariance -> coefficient 0
-            K[i][~keep] = 0.0
-            K[i][:, ~keep] = 0.0
-            K[i][~keep, ~keep] = 1.0
-            b[i][~keep] = 0.0
-        keeps.append(keep)
-    s2, V = np.linalg.eigh(K)                                                   # (m, d), (m, d, d)
-    shrink = 1.0 / (np.maximum(s2, 0)[:, :, None] + alphas[None, None, :])     # (m, d, a)
-    proj = np.matmul(V.transpose(0, 2, 1), b)                                  # (m, d, t)
-    coef = np.matmul(V, (proj[:, :, None, :] * shrink[:, :, :, None]).reshape(m, d, a * t))
+        keeps.append(varying_columns(train.mean[:d] if feature_mean is None else feature_mean, np.sqrt(variance)))
+        scales.append(np.where(keeps[-1], np.sqrt(variance), 1.0))
+    # columns constant in every fit (absent elements' AEV terms, say) leave the problem: smaller eigenproblems
+    active = np.flatnonzero(np.any(keeps, axis=0))
+    k = len(active)
+    if k == d:
+        active = slice(0, d)  # basic slicing: no copies
+    K, b, scale = np.empty((m, k, k)), np.empty((m, k, t)), np.stack(scales)[:, active]
+    for i, (train, _, _) in enumerate(fits):
+        np.divide(_square(train.gram, active), np.outer(scale[i], scale[i]), out=K[i])
+        np.divide(train.gram[active, d:], scale[i][:, None], out=b[i])
+        dropped = ~keeps[i][active]
+        if dropped.any():  # constant in this fit only: decoupled, unit diagonal, no target covariance -> 0
+            K[i][dropped] = 0.0
+            K[i][:, dropped] = 0.0
+            K[i][dropped, dropped] = 1.0
+            b[i][dropped] = 0.0
+    s2, V = np.linalg.eigh(K)                                                   # (m, k), (m, k, k)
+    shrink = 1.0 / (np.maximum(s2, 0)[:, :, None] + alphas[None, None, :])     # (m, k, a)
+    proj = np.matmul(V.transpose(0, 2, 1), b)                                  # (m, k, t)
+    coef = np.matmul(V, (proj[:, :, None, :] * shrink[:, :, :, None]).reshape(m, k, a * t))
     coef /= scale[:, :, None]                                                  # raw feature units
     for i, keep in enumerate(keeps):
-        coef[i][~keep] = 0.0
+        coef[i][~keep[active]] = 0.0
     pairs = [(i, block) for i, (_, valid, _) in enumerate(fits) for block in valid]
-    C = coef[[i for i, _ in pairs]]                                            # (p, d, a*t)
-    gram_zz = np.stack([block.gram[:d, :d] for _, block in pairs])
-    gram_zy = np.stack([block.gram[:d, d:] for _, block in pairs])             # (p, d, t)
+    C = coef[[i for i, _ in pairs]]                                            # (p, k, a*t)
+    gram_zz = np.stack([_square(block.gram, active) for _, block in pairs])
+    gram_zy = np.stack([block.gram[active, d:] for _, block in pairs])         # (p, k, t)
     quad = (C * np.matmul(gram_zz, C)).sum(axis=1).reshape(len(pairs), a, t)
-    cross = (C.reshape(len(pairs), d, a, t) * gram_zy[:, :, None, :]).sum(axis=1)
+    cross = (C.reshape(len(pairs), k, a, t) * gram_zy[:, :, None, :]).sum(axis=1)
     out = [[] for _ in fits]
     for j, (i, block) in enumerate(pairs):
         train = fits[i][0]
-        bias = (block.mean[d:] - train.mean[d:])[None, :] - ((block.mean[:d] - train.mean[:d]) @ C[j]).reshape(a, t)
+        shift = (block.mean[active] - train.mean[active]) @ C[j]
+        bias = (block.mean[d:] - train.mean[d:])[None, :] - shift.reshape(a, t)
         out[i].append(np.diag(block.gram[d:, d:])[None, :] - 2 * cross[j] + quad[j] + block.n * bias ** 2)
     return out
+
+
+def _square(gram, columns):
+    return gram[columns, columns] if isinstance(columns, slice) else gram[np.ix_(columns, columns)]
 
 
 def kfold_ridge_errors(blocks: list[BlockStats], d: int, alphas) -> np.ndarray:

@@ -16,6 +16,7 @@ Alpha by K-fold CV (the default) is nested CV of the whole pipeline: the inner f
 its own rows. An inner training set is a union of groups, shared by two outer folds, so a 5-fold CPD needs 10
 inner fits per part. LOO and GCV (`criterion`) select alpha on the outer fit alone; LOO also needs the hat
 diagonals, one (n_train, d) product per fold. Test predictions clip to the training range, as `FoldScaler`.
+Columns constant over all rows (an absent element's AEV terms) are set aside first: every fit drops them anyway.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def _project_out(fit: _PartFit, out, train_ids) -> tuple[np.ndarray, np.ndarray]
     """out = explicit residual of every row, in cache-sized chunks; returns its column minima and maxima over
     the training groups."""
     low, high = np.full(fit.data.d, np.inf), np.full(fit.data.d, -np.inf)
-    step = max(256, _CHUNK_VALUES // fit.data.d)
+    step = max(256, _CHUNK_VALUES // max(fit.data.d, 1))
     for g, (start, stop) in enumerate(fit.data.bounds):
         for a in range(start, stop, step):
             b = min(a + step, stop)
@@ -168,6 +169,11 @@ def ridge_cpd_folds(H, C, Y, splits, groups, parts=("full", "geom"), alphas=None
     {part: [(test_index, predictions (n_test, t), alphas (t,), n_dropped)]}.
     """
     alphas = np.asarray(DEFAULT_ALPHAS if alphas is None else alphas, dtype=np.float64)
+    # columns constant over all rows are constant in every fit (and so is their residual): set them aside
+    varying = H.min(axis=0) != H.max(axis=0)
+    n_constant = int((~varying).sum())
+    if n_constant:
+        H = H[:, varying]
     data = _GroupedRows(H, C, Y, groups)
     sizes = np.array([b - a for a, b in data.bounds])
     group_of_row = np.empty(len(H), dtype=int)
@@ -183,7 +189,7 @@ def ridge_cpd_folds(H, C, Y, splits, groups, parts=("full", "geom"), alphas=None
     out = {part: [] for part in parts}
     for part in parts:
         inner = _inner_errors(data, part, [train_ids for _, train_ids in split_groups], projector or {}, alphas) \
-            if criterion == "kfold" else None
+            if criterion == "kfold" and data.d else None
         for (train, test), (test_ids, train_ids) in zip(splits, split_groups):
             fit = _PartFit(data, part, train_ids, [], projector or {})
             cv = sum(inner[_without(train_ids, v)][v] for v in train_ids) / len(train) if inner else None
@@ -197,7 +203,7 @@ def ridge_cpd_folds(H, C, Y, splits, groups, parts=("full", "geom"), alphas=None
                 features = data.H
             pred, chosen, dropped = _fit_and_predict(fit, train_ids, features, test_rows, low, high, alphas,
                                                      criterion, cv)
-            out[part].append((data.order[test_rows], pred, chosen, dropped))
+            out[part].append((data.order[test_rows], pred, chosen, dropped + n_constant))
     return out
 
 

@@ -141,3 +141,15 @@ def test_cpd_scores_default_is_nested_cv_of_the_whole_pipeline(projector_params)
         np.testing.assert_allclose(result.fold_scores["geom"], r2, atol=1e-9)
         assert result.settings["geom"]["criterion"] == "kfold"
         assert result.settings["geom"]["alpha_per_fold"] == [float(best[j]) for _, best, _ in reference]
+
+
+@pytest.mark.parametrize("criterion", ["kfold", "loo", "gcv"])
+def test_features_constant_over_all_rows_predict_the_training_mean(criterion):
+    H, C, Y = awkward_data(n=120)
+    H = np.column_stack([np.full(len(H), 2.5), np.zeros(len(H))])
+    splits = fold_indices(len(Y), 5, seed=1)
+    fast = ridge_cpd_folds(H, C, Y, splits, fold_groups(len(Y), splits), ("full", "geom"), criterion=criterion)
+    for part in ("full", "geom"):
+        for (test, pred, alphas, dropped), (train, _) in zip(fast[part], splits):
+            np.testing.assert_allclose(pred, np.tile(Y[train].mean(axis=0), (len(test), 1)))
+            assert dropped == 2 and np.isnan(alphas).all()
