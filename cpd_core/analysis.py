@@ -185,17 +185,24 @@ def _label_table(table: pd.DataFrame, pooling: str, invariant: str, composition:
     return table
 
 
+def ridge_params(probe: str, criterion: str | None) -> dict | None:
+    """Probe parameters for a chosen Ridge alpha criterion (None: the probe's defaults)."""
+    return {"criterion": criterion} if probe == "ridge" and criterion else None
+
+
 def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets: Iterable[str],
                     probe: str = "ridge", pooling: str = "mean", invariant: str = "pooled_norm",
                     folds: int = 5, seed: int = 0, composition: str = "counts", projection: str = "fold",
                     features: dict | None = None, only: Iterable[tuple[str, str, str]] | None = None,
-                    progress: AnalysisProgress | None = None, n_jobs: int = -1, split: str = "kfold") -> pd.DataFrame:
+                    progress: AnalysisProgress | None = None, n_jobs: int = -1, split: str = "kfold",
+                    criterion: str | None = None) -> pd.DataFrame:
     """CPD scores of every (model, layer, channel) for the targets, as one tidy table.
 
     Columns: model, family, layer, depth, n_layers, rel_depth, channel, dim, target, r2_full, r2_full_std,
     r2_comp, r2_comp_std, r2_geom, r2_geom_std, n, n_dropped, probe, folds, seed, projection, shuffle,
     invariant ('' for L0), pooling, composition, control.
     `only` restricts to the given (model, layer, channel) keys; `features` reuses precomputed feature sets.
+    `criterion` chooses how Ridge picks its alpha ('kfold', 'loo', 'gcv'; default 'kfold'); other probes ignore it.
     """
     from cpd_core.cpd import cpd_grid
 
@@ -214,7 +221,8 @@ def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets:
     C, _ = composition_matrix(structures, composition)
     Y, names = target_matrix(structures, targets)
     table = cpd_grid(features, C, Y, names, probe=probe, folds=folds, seed=seed, projection=projection,
-                     progress=lambda d, t: progress(f"CPD with {probe} probes", d, t), n_jobs=n_jobs, split=split)
+                     progress=lambda d, t: progress(f"CPD with {probe} probes", d, t), n_jobs=n_jobs, split=split,
+                     probe_params=ridge_params(probe, criterion))
     return _label_table(table, pooling, invariant, composition)
 
 
@@ -345,7 +353,7 @@ def sample_efficiency_table(structures: StructureSet, model_ids: Iterable[str], 
                             choice: dict[str, tuple[str, str]] | None = None, folds: int = 5, seed: int = 0,
                             seeds: Iterable[int] = (0, 1, 2), parts: Iterable[str] = ("geom", "full"),
                             pooling: str = "mean", invariant: str = "pooled_norm", composition: str = "counts",
-                            progress: AnalysisProgress | None = None) -> pd.DataFrame:
+                            progress: AnalysisProgress | None = None, criterion: str | None = None) -> pd.DataFrame:
     """R² against training-set size per model (mean and std over folds x seeds), at fixed test folds.
 
     choice: model -> (layer, channel); by default each model's best layer by Ridge R²_geom on all rows.
@@ -360,7 +368,7 @@ def sample_efficiency_table(structures: StructureSet, model_ids: Iterable[str], 
     if choice is None:
         ridge = disentanglement(structures, model_ids, [target], probe="ridge", pooling=pooling,
                                 invariant=invariant, folds=folds, seed=seed, composition=composition,
-                                features=features, progress=progress)
+                                features=features, progress=progress, criterion=criterion)
         choice = {r.model: (r.layer, r.channel) for r in best_layer(ridge).itertuples()}
     sizes = list(sizes) if sizes is not None else default_sizes(len(structures), folds)
     C, _ = composition_matrix(structures, composition)
@@ -370,7 +378,8 @@ def sample_efficiency_table(structures: StructureSet, model_ids: Iterable[str], 
         progress("learning curves", i, len(model_ids))
         layer, channel = choice[m]
         raw = sample_efficiency(features[(m, layer, channel)], C, Y, sizes, names, probe=probe, folds=folds,
-                                seeds=tuple(seeds), seed=seed, parts=tuple(parts))
+                                seeds=tuple(seeds), seed=seed, parts=tuple(parts),
+                                probe_params=ridge_params(probe, criterion))
         agg = raw.groupby(["target", "part", "size"], as_index=False)["r2"].agg(r2="mean", r2_std="std",
                                                                                runs="count")
         agg.insert(0, "model", m)

@@ -250,14 +250,14 @@ def _table_rows(results: list[CPDResult], **labels) -> list[dict]:
 
 
 def sample_efficiency(H, C, Y, sizes, target_names=None, probe: str = "ridge", folds: int = 5,
-                      seeds=(0, 1, 2), seed: int = 0, parts=("geom", "full")) -> pd.DataFrame:
+                      seeds=(0, 1, 2), seed: int = 0, parts=("geom", "full"), probe_params=None) -> pd.DataFrame:
     """R² against training-set size at fixed test folds: for each fold, size and seed, the probe (and, for
     'geom', the projector) is fitted on a random subset of that size of the fold's training rows.
 
     Returns a tidy table: target, part, size, seed, fold, r2.
     """
     H, C, Y, names, _ = _clean_inputs(H, C, Y, target_names, folds)
-    template = make_probe(probe, seed=seed)
+    template = make_probe(probe, seed=seed, **(probe_params or {}))
     rows = []
     for f, (train, test) in enumerate(fold_indices(len(Y), folds, seed)):
         for size in sizes:

@@ -30,6 +30,8 @@ DEFAULT_N = 1000
 DEFAULT_MODELS = ("ani2x-aev",)
 PROBES = ("ridge", "mlp", "gbt")
 PROBE_LABELS = {"ridge": "Ridge (linear)", "mlp": "MLP (neural net)", "gbt": "Gradient-boosted trees"}
+CRITERION_LABELS = {"kfold": "Nested K-fold CV (default)", "loo": "Exact leave-one-out",
+                    "gcv": "Generalised CV (fast; fragile with outliers)"}
 FAMILY_COLORS = {
     "tensor-product equivariant": "#1f77b4",
     "vector-scalar equivariant": "#9467bd",
@@ -258,6 +260,7 @@ class Selection:
     composition: str
     folds: int
     supported: bool
+    criterion: str = "kfold"
 
     def structures(self):
         if self.supported and self.models:
@@ -271,11 +274,11 @@ class Selection:
 
     def key(self, *extra) -> tuple:
         return (fingerprint(self.structures()), self.composition, self.folds, self.seed, self.pooling,
-                self.invariant) + extra
+                self.invariant, self.criterion) + extra
 
     def engine_kwargs(self) -> dict:
         return dict(pooling=self.pooling, invariant=self.invariant, folds=self.folds, seed=self.seed,
-                    composition=self.composition)
+                    composition=self.composition, criterion=self.criterion)
 
 
 def _dataset_label(name: str) -> str:
@@ -354,11 +357,17 @@ def sidebar() -> Selection:
         composition = widget("selectbox", "Composition removed", "composition", "counts", ("counts", "fractions"),
                              help="Element counts (default) or fractions span the composition that is projected out.")
         folds = widget("number_input", "Folds (shuffled K-fold)", "folds", 5, None, min_value=2, max_value=10)
+        criterion = widget("selectbox", "Ridge alpha selection", "criterion", "kfold", CRITERION_LABELS,
+                           format_func=lambda c: CRITERION_LABELS[c],
+                           help="How Ridge picks its regularisation on the training rows. Nested K-fold CV "
+                                "refits projection and scaling in each inner fold; leave-one-out is exact and "
+                                "cheap for narrow layers; GCV is fastest but can pick a near-unregularised fit "
+                                "when a few training structures have extreme leverage.")
         supported = widget("checkbox", "Only structures every selected model supports", "supported", False,
                            help="Drop structures with elements a selected model cannot handle (e.g. F for so3net-ani1x).")
     sel = Selection(dataset=dataset, n=int(n), seed=int(seed), models=tuple(models), target=target, probe=probe,
                     pooling=pooling, invariant=invariant, composition=composition, folds=int(folds),
-                    supported=bool(supported))
+                    supported=bool(supported), criterion=criterion)
     st.session_state["_selection"] = sel
     sb.caption("Every choice is kept in the page address: copy the URL to share this view.")
     return sel

@@ -319,3 +319,13 @@ def test_cache_page_clears_its_cache(tmp_path, monkeypatch):
     assert_clean(at)
     assert any("Removed 1 cache entries" in s.value for s in at.success)
     assert not [p for p in (tmp_path / "embeddings").iterdir() if p.is_dir()]
+
+
+def test_ridge_alpha_criterion_is_a_sidebar_choice_kept_in_the_url():
+    at = run_app("layers", criterion="loo")
+    assert_clean(at)
+    assert at.selectbox(key="criterion").value == "loo"
+    at.selectbox(key="criterion").set_value("gcv").run()
+    assert_clean(at)
+    assert at.query_params["criterion"] in (["gcv"], "gcv")
+    assert len(plotly_charts(at)) == 1

@@ -127,3 +127,23 @@ def test_a_model_that_lacks_an_element_runs_on_the_molecules_it_supports(qm9):
     small = qm9.subset(np.arange(60))
     table = E.disentanglement(small, ["so3net-ani1x"], ["gap"], probes=("ridge",))
     assert (table.n == len(supported_subset(small, ["so3net-ani1x"])[0])).all()
+
+
+def test_the_ridge_alpha_criterion_reaches_the_engine(qm9):
+    from unittest import mock
+
+    from cpd_core import analysis, cpd
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("probe_params"))
+        return cpd_grid(*args, **kwargs)
+
+    cpd_grid = cpd.cpd_grid
+    with mock.patch.object(cpd, "cpd_grid", spy):
+        gcv = analysis.disentanglement(qm9, ["ani2x-aev"], ["gap"], criterion="gcv")
+        analysis.disentanglement(qm9, ["ani2x-aev"], ["gap"], probe="mlp", criterion="gcv")
+        default = analysis.disentanglement(qm9, ["ani2x-aev"], ["gap"])
+    assert seen == [{"criterion": "gcv"}, None, None]
+    assert len(gcv) == len(default) == 1
