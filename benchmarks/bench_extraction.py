@@ -6,7 +6,8 @@ molecule at a time, which also computes forces where the calculator does) on the
 measured in the same run; the ratio is printed with the projected time for all 130,831 QM9 molecules.
 Goal: >= 10x for every model; full QM9 through SevenNet-0 in <= 30 min on 2 cores. With --workers W the
 N molecules also go through the cache path with W worker processes (`cached_invariants(workers=W)`, a fresh
-temporary cache, model loading included) and the projection for full QM9 is printed for that too.
+temporary cache, model loading included); its ratio to the ASE loop and the projection for full QM9 are
+printed too. Torch's thread count is the process default unless OMP_NUM_THREADS is set (one thread per worker).
 
 Run: python benchmarks/bench_extraction.py [--models sevennet-0 mace-spice ...] [--n 1000] [--loop-n 100]
      [--workers 2]
@@ -84,7 +85,8 @@ def main() -> None:
         print(f"{model_id:22s} {r['batched_ms']:15.2f} {loop} {ratio} {full:15.1f}", flush=True)
         if args.workers > 1:
             per = with_workers(model_id, structures, args.workers, args.batch_size)
-            print(f"{'  ' + str(args.workers) + ' worker processes':22s} {per * 1e3:15.2f} {'':16s} {'':7s} "
+            ratio = f"{r['loop_ms'] / (per * 1e3):6.1f}x" if r["loop_ms"] else f"{'-':>7s}"
+            print(f"{'  ' + str(args.workers) + ' worker processes':22s} {per * 1e3:15.2f} {'':16s} {ratio} "
                   f"{per * N_MOLECULES / 60:15.1f}", flush=True)
 
 

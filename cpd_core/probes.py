@@ -72,6 +72,27 @@ def inner_fold_labels(n: int, folds: int = DEFAULT_INNER_FOLDS, seed: int = 0) -
     return labels
 
 
+def kfold_ridge_errors_dual(Z, Y, labels, alphas) -> np.ndarray:
+    """The errors of `block_stats.kfold_ridge_errors` (standardisation refitted in each inner fold, centred Ridge)
+    from the rows in dual form: each inner fit is an eigendecomposition of its n_fit x n_fit kernel, cheaper than
+    the d x d statistics when there are fewer rows than columns."""
+    alphas = np.asarray(alphas, dtype=np.float64)
+    sse = 0.0
+    for label in np.unique(labels):
+        fit, valid = labels != label, labels == label
+        mean, std = Z[fit].mean(axis=0), Z[fit].std(axis=0)
+        keep = varying_columns(mean, std)
+        Z_fit = (Z[fit][:, keep] - mean[keep]) / std[keep]
+        Z_valid = (Z[valid][:, keep] - mean[keep]) / std[keep]
+        y_mean = Y[fit].mean(axis=0)
+        s2, U = np.linalg.eigh(Z_fit @ Z_fit.T)
+        shrink = 1.0 / (np.maximum(s2, 0)[:, None] + alphas[None, :])               # (n_fit, a)
+        weights = ((U.T @ (Y[fit] - y_mean))[:, None, :] * shrink[:, :, None]).reshape(len(s2), -1)
+        pred = ((Z_valid @ Z_fit.T) @ U @ weights).reshape(int(valid.sum()), len(alphas), -1)
+        sse = sse + ((pred + y_mean - Y[valid][:, None, :]) ** 2).sum(axis=0)
+    return sse / len(Z)
+
+
 def _as_2d(Y) -> tuple[np.ndarray, bool]:
     Y = np.asarray(Y, dtype=np.float64)
     return (Y[:, None], True) if Y.ndim == 1 else (Y, False)
@@ -137,16 +158,20 @@ class RidgeProbe(_StandardisedRegressor):
         self.inner_folds = inner_folds
         self.seed = seed
 
-    def _inner_blocks(self, Z, Y, groups) -> list[BlockStats]:
-        """Statistics of [Z | Y] per inner fold."""
+    def _inner_labels(self, Z, groups) -> np.ndarray:
+        """The inner fold of every training row."""
         groups = inner_fold_labels(len(Z), self.inner_folds, self.seed) if groups is None else np.asarray(groups)
         if len(groups) != len(Z):
             raise CPDInputError(f"{len(groups)} fold labels for {len(Z)} training rows.")
-        labels = np.unique(groups)
-        if len(labels) < 2:
+        if len(np.unique(groups)) < 2:
             raise CPDInputError("Alpha by K-fold CV needs at least 2 inner folds; give more rows or other groups.")
+        return groups
+
+    def _inner_blocks(self, Z, Y, groups) -> list[BlockStats]:
+        """Statistics of [Z | Y] per inner fold."""
+        labels = self._inner_labels(Z, groups)
         W = np.hstack([Z, Y])
-        return [BlockStats.from_rows(W[groups == label]) for label in labels]
+        return [BlockStats.from_rows(W[labels == label]) for label in np.unique(labels)]
 
     def _fit_scaled(self, Z, Y, groups=None):
         alphas = np.asarray(DEFAULT_ALPHAS if self.alphas is None else self.alphas, dtype=np.float64)
@@ -184,18 +209,29 @@ class RidgeProbe(_StandardisedRegressor):
             self.coef_ = Z.T @ (U @ np.divide(G, root[:, None], out=np.zeros_like(G), where=root[:, None] > 0))
 
     def _fit_kfold(self, Z, Y, groups, alphas):
-        """Alpha by K-fold CV from per-fold statistics; the final fit from their sum (Z and Y are centred), one
-        linear solve per distinct alpha."""
-        blocks = self._inner_blocks(Z, Y, groups)
-        d = Z.shape[1]
-        self.cv_mse_ = kfold_ridge_errors(blocks, d, alphas)
-        best = self.cv_mse_.argmin(axis=0)
+        """Alpha by K-fold CV; the final fit on all training rows (Z and Y are centred), per target's alpha.
+
+        With at least as many rows as columns, both come from per-fold statistics (d x d problems). With fewer
+        rows than columns (small training sets of wide features), from the rows in dual form (n x n problems).
+        """
+        n, d = Z.shape
+        if n < d:
+            labels = self._inner_labels(Z, groups)
+            self.cv_mse_ = kfold_ridge_errors_dual(Z, Y, labels, alphas)
+            best = self.cv_mse_.argmin(axis=0)
+            s2, U = np.linalg.eigh(Z @ Z.T)
+            shrunk = (U.T @ Y) / (np.maximum(s2, 0)[:, None] + alphas[best][None, :])
+            self.coef_ = Z.T @ (U @ shrunk)
+        else:
+            blocks = self._inner_blocks(Z, Y, groups)
+            self.cv_mse_ = kfold_ridge_errors(blocks, d, alphas)
+            best = self.cv_mse_.argmin(axis=0)
+            total = combine_blocks(blocks)
+            self.coef_ = np.empty((d, Y.shape[1]))
+            for a in np.unique(best):
+                self.coef_[:, best == a] = np.linalg.solve(total.gram[:d, :d] + alphas[a] * np.eye(d),
+                                                           total.gram[:d, d:][:, best == a])
         self.alpha_ = alphas[best]
-        total = combine_blocks(blocks)
-        self.coef_ = np.empty((d, Y.shape[1]))
-        for a in np.unique(best):
-            self.coef_[:, best == a] = np.linalg.solve(total.gram[:d, :d] + alphas[a] * np.eye(d),
-                                                       total.gram[:d, d:][:, best == a])
 
     def _predict_scaled(self, Z):
         return Z @ self.coef_

@@ -231,3 +231,20 @@ def test_fixed_split_holds_out_one_seeded_fifth(planted):
     assert fixed.r2_geom > 0.95
     with pytest.raises(CPDInputError, match="Unknown split"):
         fold_indices(500, split="holdout")
+
+
+def test_kfold_errors_from_statistics_and_from_rows_in_dual_form_agree():
+    from cpd_core.block_stats import BlockStats, kfold_ridge_errors
+    from cpd_core.probes import inner_fold_labels, kfold_ridge_errors_dual
+
+    rng = np.random.default_rng(5)
+    for n, d in ((40, 90), (200, 30)):
+        Z = rng.normal(size=(n, d))
+        Z[:, 3] = 1.0                                      # constant: dropped in every inner fit
+        Z[:2, 4], Z[2:, 4] = 5.0, 0.0                      # constant in the inner fits that leave out rows 0, 1
+        Y = np.column_stack([Z[:, :3].sum(axis=1) + rng.normal(size=n), rng.normal(size=n)])
+        labels = inner_fold_labels(n, 5, seed=1)
+        W = np.hstack([Z, Y])
+        blocks = [BlockStats.from_rows(W[labels == g]) for g in np.unique(labels)]
+        np.testing.assert_allclose(kfold_ridge_errors_dual(Z, Y, labels, DEFAULT_ALPHAS),
+                                   kfold_ridge_errors(blocks, d, DEFAULT_ALPHAS), rtol=1e-8)
