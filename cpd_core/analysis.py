@@ -185,11 +185,6 @@ def _label_table(table: pd.DataFrame, pooling: str, invariant: str, composition:
     return table
 
 
-def ridge_params(probe: str, criterion: str | None) -> dict | None:
-    """Probe parameters for a chosen Ridge alpha criterion (None: the probe's defaults)."""
-    return {"criterion": criterion} if probe == "ridge" and criterion else None
-
-
 def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets: Iterable[str],
                     probe: str = "ridge", pooling: str = "mean", invariant: str = "pooled_norm",
                     folds: int = 5, seed: int = 0, composition: str = "counts", projection: str = "fold",
@@ -205,6 +200,7 @@ def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets:
     `criterion` chooses how Ridge picks its alpha ('kfold', 'loo', 'gcv'; default 'kfold'); other probes ignore it.
     """
     from cpd_core.cpd import cpd_grid
+    from cpd_core.probes import ridge_params
 
     progress = progress or _noop
     model_ids = list(model_ids)
@@ -361,6 +357,7 @@ def sample_efficiency_table(structures: StructureSet, model_ids: Iterable[str], 
     """
     from cpd_core.cpd import sample_efficiency
     from cpd_core.models import describe_model
+    from cpd_core.probes import ridge_params
 
     progress = progress or _noop
     model_ids = list(model_ids)

@@ -36,15 +36,23 @@ class BlockStats:
         return cls(len(W), mean, centred.T @ centred, W.min(axis=0), W.max(axis=0))
 
 
+def combine_stacked(member, counts, means, grams):
+    """Exact counts (U,), means (U, D) and centred Gram matrices (U, D, D) of several unions of the same blocks at
+    once; member (U, G) says which of the G blocks (counts (G,), means (G, D), grams (G, D, D)) each union holds."""
+    weight = member * np.asarray(counts, dtype=np.float64)                   # (U, G)
+    n = weight.sum(axis=1)
+    mean = weight @ means / n[:, None]
+    delta = means[None, :, :] - mean[:, None, :]                             # (U, G, D)
+    gram = np.tensordot(member.astype(np.float64), grams, axes=1) + np.matmul(
+        (delta * weight[:, :, None]).swapaxes(1, 2), delta)
+    return n, mean, gram
+
+
 def combine_blocks(blocks: list[BlockStats]) -> BlockStats:
     """Exact count, mean and centred Gram matrix of the union of blocks."""
-    n = sum(b.n for b in blocks)
-    mean = sum(b.n * b.mean for b in blocks) / n
-    gram = sum(b.gram for b in blocks)
-    for b in blocks:
-        delta = b.mean - mean
-        gram = gram + b.n * np.outer(delta, delta)
-    return BlockStats(n, mean, gram)
+    n, mean, gram = combine_stacked(np.ones((1, len(blocks)), dtype=bool), [b.n for b in blocks],
+                                    np.stack([b.mean for b in blocks]), np.stack([b.gram for b in blocks]))
+    return BlockStats(int(n[0]), mean[0], gram[0])
 
 
 def ridge_validation_sse(fits, d: int, alphas) -> list[list[np.ndarray]]:
@@ -111,6 +119,7 @@ def _square(gram, columns):
 def kfold_ridge_errors(blocks: list[BlockStats], d: int, alphas) -> np.ndarray:
     """Mean squared validation error (n_alphas, t) of Ridge by K-fold CV over blocks of [Z | Y] statistics,
     each block one fold, each fit standardised on its own training blocks (as a scaler + Ridge pipeline)."""
-    fits = [(combine_blocks([b for i, b in enumerate(blocks) if i != v]), [valid], None)
-            for v, valid in enumerate(blocks)]
+    n, mean, gram = combine_stacked(~np.eye(len(blocks), dtype=bool), [b.n for b in blocks],
+                                    np.stack([b.mean for b in blocks]), np.stack([b.gram for b in blocks]))
+    fits = [(BlockStats(int(n[v]), mean[v], gram[v]), [valid], None) for v, valid in enumerate(blocks)]
     return sum(sse for (sse,) in ridge_validation_sse(fits, d, alphas)) / sum(b.n for b in blocks)

@@ -89,6 +89,7 @@ def probe(
 ):
     """R²_full, R²_comp and R²_geom of one target with shuffled K-fold CV."""
     from cpd_core.cpd import cpd_scores
+    from cpd_core.probes import ridge_params
 
     H = load_array(features, "features")
     C = load_array(composition, "composition")
@@ -97,7 +98,7 @@ def probe(
         y = y[:, 0]
     if y.ndim != 1:
         raise CPDInputError(f"Target must be one column, got shape {y.shape}.")
-    params = {"criterion": criterion} if probe_name == "ridge" else None
+    params = ridge_params(probe_name, criterion)
     result = cpd_scores(H, C, y, probe=probe_name, folds=folds, seed=seed, projection=projection,
                         probe_params=params, split=split)[0]
     out = result.to_dict()

@@ -185,8 +185,8 @@ class RidgeProbe(_StandardisedRegressor):
             self.alpha_ = np.full(Y.shape[1], np.nan)
             self.coef_ = np.zeros((0, Y.shape[1]))
             return
-        if self.criterion == "kfold":
-            self._fit_kfold(Z, Y, groups, alphas)
+        if self.criterion == "kfold" and n >= d:
+            self._fit_kfold_from_statistics(Z, Y, groups, alphas)
             return
         # A (n, k) with A A^T = Z Z^T and A^T A = diag(s2); AtY = A^T Y
         if n >= d:
@@ -199,7 +199,10 @@ class RidgeProbe(_StandardisedRegressor):
             V = None
             AtY = A.T @ Y
         s2 = np.clip(s2, 0, None)
-        cv = ridge_cv_errors(s2, AtY, alphas, self.criterion, n, yy=(Y ** 2).sum(axis=0), A=A, Y=Y)
+        if self.criterion == "kfold":  # fewer rows than columns: the inner fits in dual (n x n) form as well
+            cv = kfold_ridge_errors_dual(Z, Y, self._inner_labels(Z, groups), alphas)
+        else:
+            cv = ridge_cv_errors(s2, AtY, alphas, self.criterion, n, yy=(Y ** 2).sum(axis=0), A=A, Y=Y)
         best = cv.argmin(axis=0)
         self.alpha_ = alphas[best]
         self.cv_mse_ = cv
@@ -211,30 +214,19 @@ class RidgeProbe(_StandardisedRegressor):
             root = np.sqrt(s2)
             self.coef_ = Z.T @ (U @ np.divide(G, root[:, None], out=np.zeros_like(G), where=root[:, None] > 0))
 
-    def _fit_kfold(self, Z, Y, groups, alphas):
-        """Alpha by K-fold CV; the final fit on all training rows (Z and Y are centred), per target's alpha.
-
-        With at least as many rows as columns, both come from per-fold statistics (d x d problems). With fewer
-        rows than columns (small training sets of wide features), from the rows in dual form (n x n problems).
-        """
-        n, d = Z.shape
-        if n < d:
-            labels = self._inner_labels(Z, groups)
-            self.cv_mse_ = kfold_ridge_errors_dual(Z, Y, labels, alphas)
-            best = self.cv_mse_.argmin(axis=0)
-            s2, U = np.linalg.eigh(Z @ Z.T)
-            shrunk = (U.T @ Y) / (np.maximum(s2, 0)[:, None] + alphas[best][None, :])
-            self.coef_ = Z.T @ (U @ shrunk)
-        else:
-            blocks = self._inner_blocks(Z, Y, groups)
-            self.cv_mse_ = kfold_ridge_errors(blocks, d, alphas)
-            best = self.cv_mse_.argmin(axis=0)
-            total = combine_blocks(blocks)
-            self.coef_ = np.empty((d, Y.shape[1]))
-            for a in np.unique(best):
-                self.coef_[:, best == a] = np.linalg.solve(total.gram[:d, :d] + alphas[a] * np.eye(d),
-                                                           total.gram[:d, d:][:, best == a])
+    def _fit_kfold_from_statistics(self, Z, Y, groups, alphas):
+        """Alpha by K-fold CV from per-fold statistics (d x d problems, for at least as many rows as columns);
+        the final fit from their sum (Z and Y are centred), one linear solve per distinct alpha."""
+        d = Z.shape[1]
+        blocks = self._inner_blocks(Z, Y, groups)
+        self.cv_mse_ = kfold_ridge_errors(blocks, d, alphas)
+        best = self.cv_mse_.argmin(axis=0)
         self.alpha_ = alphas[best]
+        total = combine_blocks(blocks)
+        self.coef_ = np.empty((d, Y.shape[1]))
+        for a in np.unique(best):
+            self.coef_[:, best == a] = np.linalg.solve(total.gram[:d, :d] + alphas[a] * np.eye(d),
+                                                       total.gram[:d, d:][:, best == a])
 
     def _predict_scaled(self, Z):
         return Z @ self.coef_
@@ -280,6 +272,11 @@ def make_probe(name: str, seed: int = 0, **params):
     if name == "gbt":
         return GBTProbe(seed=seed, **params)
     raise CPDInputError(f"Unknown probe '{name}'; choose one of {', '.join(PROBES)}.")
+
+
+def ridge_params(probe: str, criterion: str | None) -> dict | None:
+    """Probe parameters for a chosen Ridge alpha criterion (None: the probe's defaults; other probes ignore it)."""
+    return {"criterion": criterion} if probe == "ridge" and criterion else None
 
 
 def probe_settings(probe) -> dict:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpd_core.block_stats import BlockStats, combine_blocks, ridge_validation_sse, varying_columns
+from cpd_core.block_stats import BlockStats, combine_blocks, combine_stacked, ridge_validation_sse, varying_columns
 from cpd_core.probes import DEFAULT_ALPHAS, DEFAULT_CRITERION, ridge_cv_errors
 
 # Columns whose residual variance is below this share of their variance are recomputed from the residual itself.
@@ -223,15 +223,10 @@ def _inner_errors(data, part, training_sets, projector, alphas) -> dict:
     member = np.zeros((len(unions), n_groups), dtype=bool)
     for u, ids in enumerate(unions):
         member[u, list(ids)] = True
-    sizes = np.array([s.n for s in data.stats], dtype=np.float64)
+    sizes = np.array([s.n for s in data.stats])
     means = np.stack([s.mean for s in data.stats])                       # (G, D)
     grams = np.stack([s.gram for s in data.stats])                       # (G, D, D)
-    weight = member * sizes                                              # (U, G)
-    n = weight.sum(axis=1)
-    mean = weight @ means / n[:, None]                                   # (U, D): Chan's combination
-    delta = means[None, :, :] - mean[:, None, :]                         # (U, G, D)
-    gram = np.tensordot(member.astype(float), grams, axes=1) + np.matmul(
-        (delta * weight[:, :, None]).swapaxes(1, 2), delta)
+    n, mean, gram = combine_stacked(member, sizes, means, grams)         # every union's statistics
     B1 = projection_coefs(gram, mean, data.c, data.x, projector) if part == "geom" else None
     B = None if B1 is None else B1[:, :-1]
     train_gram, _ = _mapped(gram, np.zeros_like(mean), B, data.x, data.c, data.y)
