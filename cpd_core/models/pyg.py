@@ -42,6 +42,7 @@ import numpy as np
 
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.graphs import radius_edges
 from cpd_core.paths import REPO_ROOT
 
 QM9_ELEMENTS = ("H", "C", "N", "O", "F")
@@ -64,27 +65,6 @@ WEIGHTS = "model.pt"
 
 
 # ----------------------------------------------------------------------------------------------- graphs
-
-def radius_edges(pos, batch, cutoff: float, loop: bool):
-    """All ordered pairs (j, i) of atoms in the same structure closer than `cutoff` (i != j unless `loop`).
-
-    pos (N, 3) float, batch (N,) long with each structure's atoms contiguous and in order.
-    Returns edge_index (2, E) long, with both directions of every pair, as PyG's `radius_graph` does."""
-    import torch
-
-    n = pos.shape[0]
-    counts = torch.bincount(batch)
-    starts = torch.cumsum(counts, 0) - counts
-    per_atom = counts[batch]                                    # size of each atom's structure
-    i = torch.repeat_interleave(torch.arange(n, device=pos.device), per_atom)
-    first = torch.repeat_interleave(torch.cumsum(per_atom, 0) - per_atom, per_atom)
-    j = torch.repeat_interleave(starts[batch], per_atom) + torch.arange(len(i), device=pos.device) - first
-    d = (pos[j] - pos[i]).norm(dim=-1)
-    keep = d < cutoff
-    if not loop:
-        keep &= i != j
-    return torch.stack([j[keep], i[keep]])
-
 
 def _graph_modules():
     """The two graph modules (defined lazily so that importing this file does not import torch)."""
