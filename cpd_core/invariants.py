@@ -39,12 +39,23 @@ def split_by_l(features: np.ndarray, irreps: str) -> dict[int, np.ndarray]:
     return {l: np.concatenate(parts, axis=1) for l, parts in sorted(blocks.items())}
 
 
-def _segment_sums(values: np.ndarray, n_atoms: np.ndarray) -> np.ndarray:
-    """Sum over each structure's atoms, in float64; values (total_atoms, ...) -> (n_structures, ...)."""
+def _pooling_matrix(n_atoms: np.ndarray):
+    """Sparse (structures x atoms) matrix of ones: its product with per-atom values sums them per structure.
+
+    Several times faster than `np.add.reduceat` with a float64 accumulator on wide layers, and the same sums."""
+    from scipy import sparse
+
     if (n_atoms <= 0).any():
         raise CPDInputError("Cannot pool a structure with no atoms.")
-    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]])
-    return np.add.reduceat(values, starts, axis=0, dtype=np.float64)
+    owner = np.repeat(np.arange(len(n_atoms)), n_atoms)
+    return sparse.csr_matrix((np.ones(len(owner)), (owner, np.arange(len(owner)))),
+                             shape=(len(n_atoms), len(owner)))
+
+
+def _segment_sums(values: np.ndarray, pool) -> np.ndarray:
+    """Sum over each structure's atoms, in float64; values (total_atoms, ...) -> (n_structures, ...)."""
+    flat = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    return np.asarray(pool @ flat).reshape(pool.shape[0], *values.shape[1:])
 
 
 def pool_invariants(features: np.ndarray, irreps: str, n_atoms: np.ndarray, layer: str) -> dict[str, np.ndarray]:
@@ -56,13 +67,14 @@ def pool_invariants(features: np.ndarray, irreps: str, n_atoms: np.ndarray, laye
     if features.shape[0] != n_atoms.sum():
         raise CPDInputError(f"{features.shape[0]} atom rows but the structures hold {n_atoms.sum()} atoms.")
     scale = {"sum": np.ones((len(n_atoms), 1)), "mean": 1.0 / n_atoms[:, None]}
+    pool = _pooling_matrix(n_atoms)
     out: dict[str, np.ndarray] = {}
     for l, block in split_by_l(np.asarray(features), irreps).items():
         if l == 0:
-            sums = {None: _segment_sums(block[:, :, 0], n_atoms)}
+            sums = {None: _segment_sums(block[:, :, 0], pool)}
         else:
-            sums = {"atom_norm": _segment_sums(np.linalg.norm(block.astype(np.float64), axis=2), n_atoms),
-                    "pooled_norm": np.linalg.norm(_segment_sums(block, n_atoms), axis=2)}
+            sums = {"atom_norm": _segment_sums(np.linalg.norm(block.astype(np.float64), axis=2), pool),
+                    "pooled_norm": np.linalg.norm(_segment_sums(block, pool), axis=2)}
         for pooling in POOLINGS:
             for invariant, total in sums.items():
                 out[feature_key(layer, l, pooling, invariant)] = (total * scale[pooling]).astype(np.float32)
