@@ -136,3 +136,56 @@ def test_foundation_models_resolve_locally_first(monkeypatch, tmp_path):
     (tmp_path / "xdg" / "mace").mkdir(parents=True)
     (tmp_path / "xdg" / "mace" / "20231203mace128L1_epoch199model").write_bytes(b"")
     assert mace_adapter.offline_available("mace-mp-0-medium")
+
+
+def test_folded_contractions_match_maces_own(adapter):
+    """The inference-time symmetric contraction (element weights folded into the coupling tensors) gives mace's
+    own Contraction output; non-one-hot node attributes fall back to mace's code."""
+    from cpd_core.models.mace_inference import FoldedContraction
+
+    model = adapter.model
+    rng = torch.Generator().manual_seed(0)
+    for product in model.products:
+        for contraction in product.symmetric_contractions.contractions:
+            n_elements = contraction.weights_max.shape[0]
+            x = torch.randn(300, contraction.num_features, contraction.U_tensors(1).shape[-2], generator=rng)
+            y = torch.nn.functional.one_hot(torch.randint(n_elements, (300,), generator=rng), n_elements).float()
+            with torch.no_grad():
+                expected = contraction(x, y)
+                folded = FoldedContraction(contraction)
+                np.testing.assert_allclose(folded(x, y).numpy(), expected.numpy(), rtol=1e-4,
+                                           atol=1e-5 * float(expected.abs().max()))
+                soft = torch.softmax(torch.randn(300, n_elements, generator=rng), dim=1)
+                assert torch.equal(folded(x, soft), contraction(x, soft))
+
+
+def test_extraction_leaves_the_models_own_forward_in_place(adapter, molecules):
+    adapter.forward_batch(molecules[:2])
+    for product in adapter.model.products:
+        assert all("forward" not in c.__dict__ for c in product.symmetric_contractions.contractions)
+
+
+def test_molecule_batch_matches_maces_own_data_pipeline(adapter, molecules):
+    """The whole-batch graph of molecules has mace's edges, and the model gives the same outputs on it."""
+    ours = adapter.molecule_batch(molecules)
+    theirs = adapter.mace_batch(molecules).to_dict()
+    assert sorted(map(tuple, ours["edge_index"].T.tolist())) == sorted(map(tuple, theirs["edge_index"].T.tolist()))
+    for key in ("positions", "node_attrs", "batch", "ptr", "head"):
+        assert torch.equal(ours[key], theirs[key]), key
+    with torch.no_grad():
+        a = adapter.model(ours, training=False, compute_force=False)
+        b = adapter.model(theirs, training=False, compute_force=False)
+    for key in ("energy", "node_energy", "node_feats"):
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_threads_sharing_one_adapter_get_their_own_features(adapter, molecules):
+    """The dashboard shares one loaded adapter between sessions: concurrent runs must not mix their hooks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = [adapter.forward_batch([m]) for m in molecules]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda m: adapter.forward_batch([m]), molecules * 3))
+    for k, got in enumerate(results):
+        for name, value in expected[k % len(molecules)].items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6)

@@ -15,6 +15,13 @@ Models:
   mace's cache (`~/.cache/mace`) and download there when needed;
 - any other `.model` file the user names explicitly: `load_mace_file(path)` or the id `mace-file:<path>`.
 
+Speed (extraction only; the model's own forward, used by its ASE calculator, is left as it is):
+- molecules (no pbc) get their graph for the whole batch at once (`MACEAdapter.molecule_batch`: every atom pair
+  within r_max, as mace's neighbour list gives without pbc) instead of one `AtomicData` per molecule;
+- the symmetric contractions run as `cpd_core.models.mace_inference.FoldedContraction`, with the per-element
+  weights multiplied into the coupling tensors once, instead of once per atom.
+Both are tested against mace's own code.
+
 Safety: `.model` files are pickles; they are only unpickled when named explicitly (a registered id pointing at
 the project's weights or mace's own downloads, or a path the user gave). `import mace` sets
 `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` for the whole process; this module restores the previous value right after
@@ -24,6 +31,7 @@ importing, so that other `torch.load` calls in the app keep torch's safe default
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import ase
@@ -31,6 +39,8 @@ import numpy as np
 
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, temporary_env
+from cpd_core.models.graphs import radius_edges
+from cpd_core.models.mace_inference import fast_inference
 from cpd_core.models.weights import local_weights
 
 FAMILY = "tensor-product equivariant"
@@ -344,6 +354,7 @@ class MACEAdapter(ModelAdapter):
         self._mace_data, self._tg, self._torch_tools = mace_data, torch_geometric, torch_tools
         self.z_table = utils.AtomicNumberTable([int(z) for z in model.atomic_numbers])
         self._keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={})
+        self._model_lock = threading.Lock()
 
     def default_batch_size(self) -> int:
         width = max(mul * ir.dim for irreps in self._message_irreps for mul, ir in irreps)
@@ -352,7 +363,15 @@ class MACEAdapter(ModelAdapter):
     def _dtype_name(self) -> str:
         return str(self.dtype).replace("torch.", "")
 
-    def _batch(self, atoms_list):
+    def _batch(self, atoms_list) -> dict:
+        """The model's input dict for a batch: molecules (no pbc) through `molecule_batch`, anything else (or a
+        model that reads extra per-structure inputs such as charge embeddings) through mace's own data classes."""
+        if not hasattr(self.model, "joint_embedding") and not any(a.pbc.any() for a in atoms_list):
+            return self.molecule_batch(atoms_list)
+        return self.mace_batch(atoms_list).to_dict()
+
+    def mace_batch(self, atoms_list):
+        """mace's own batch: one AtomicData per structure (its neighbour list), collated."""
         dtype = self._dtype_name()
         graphs = []
         with self._torch_tools.default_dtype(dtype):
@@ -363,6 +382,33 @@ class MACEAdapter(ModelAdapter):
                                                                      cutoff=self.r_max, heads=self.heads))
         return self._tg.Batch.from_data_list(graphs)
 
+    def molecule_batch(self, atoms_list) -> dict:
+        """The inputs MACE's forward reads, for molecules without a cell, built for the whole batch at once: every
+        ordered pair of atoms of a molecule closer than r_max is an edge (what mace's neighbour list gives without
+        pbc), no shifts, one-hot elements, and the default head. Tested equal to `mace_batch` in its results."""
+        import torch
+
+        dtype = self.dtype
+        counts = torch.tensor([len(a) for a in atoms_list])
+        numbers = np.concatenate([a.numbers for a in atoms_list])
+        positions = torch.as_tensor(np.concatenate([a.positions for a in atoms_list]), dtype=dtype)
+        batch = torch.repeat_interleave(torch.arange(len(atoms_list)), counts)
+        edge_index = radius_edges(positions.double(), batch, self.r_max, loop=False).flip(0)  # sender, receiver
+        index = np.full(int(max(self.z_table.zs)) + 1, -1)
+        index[list(self.z_table.zs)] = np.arange(len(self.z_table.zs))
+        node_attrs = torch.nn.functional.one_hot(torch.as_tensor(index[numbers]),
+                                                 len(self.z_table.zs)).to(dtype)
+        n_graphs, n_edges = len(atoms_list), edge_index.shape[1]
+        return {
+            "positions": positions, "node_attrs": node_attrs, "edge_index": edge_index, "batch": batch,
+            "ptr": torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)]),
+            "shifts": torch.zeros(n_edges, 3, dtype=dtype), "unit_shifts": torch.zeros(n_edges, 3, dtype=dtype),
+            "cell": torch.zeros(3 * n_graphs, 3, dtype=dtype), "pbc": torch.zeros(n_graphs, 3, dtype=torch.bool),
+            "head": torch.full((n_graphs,), self.heads.index(self.head), dtype=torch.long),
+            "charges": torch.zeros(len(numbers), dtype=dtype), "total_charge": torch.zeros(n_graphs, dtype=dtype),
+            "total_spin": torch.ones(n_graphs, dtype=dtype),
+        }
+
     def _run(self, atoms_list):
         """(per-layer torch features in the e3nn layout, the model's own outputs, the input batch)."""
         import torch
@@ -371,18 +417,19 @@ class MACEAdapter(ModelAdapter):
         self.check_structures(atoms_list)
         batch = self._batch(atoms_list)
         captured: dict[str, torch.Tensor] = {}
-        handles = []
-        for i, (interaction, product) in enumerate(zip(self.model.interactions, self.model.products), start=1):
-            handles.append(interaction.register_forward_hook(
-                lambda mod, inp, out, i=i: captured.__setitem__(f"interaction_{i}_message", out[0])))
-            handles.append(product.register_forward_hook(
-                lambda mod, inp, out, i=i: captured.__setitem__(f"product_{i}", out)))
-        try:
-            with torch.no_grad():
-                outputs = self.model(batch.to_dict(), training=False, compute_force=False)
-        finally:
-            for h in handles:
-                h.remove()
+        with self._model_lock:  # hooks and swapped contractions live on the shared model: one run at a time
+            handles = []
+            for i, (interaction, product) in enumerate(zip(self.model.interactions, self.model.products), start=1):
+                handles.append(interaction.register_forward_hook(
+                    lambda mod, inp, out, i=i: captured.__setitem__(f"interaction_{i}_message", out[0])))
+                handles.append(product.register_forward_hook(
+                    lambda mod, inp, out, i=i: captured.__setitem__(f"product_{i}", out)))
+            try:
+                with torch.no_grad(), fast_inference(self.model):
+                    outputs = self.model(batch, training=False, compute_force=False)
+            finally:
+                for h in handles:
+                    h.remove()
         features = {}
         for name in self.info.layers:
             value = captured[name]
