@@ -114,3 +114,19 @@ def test_dense_convolution_matches_matgls_own_forward(adapter, molecules):
     for name in reference:
         np.testing.assert_allclose(dense[name], reference[name], atol=2e-5 * np.abs(reference[name]).max())
     assert all("forward" not in conv.__dict__ for conv in adapter.model.so3convs)
+
+
+def test_molecule_graph_matches_matgls_converter(adapter, molecules, monkeypatch):
+    """The whole-batch graph of molecules has the edges of matgl's converter and gives the same features."""
+    from torch_geometric.data import Batch
+
+    ours = adapter.molecule_graph(molecules)
+    theirs = Batch.from_data_list([adapter._graph(a) for a in molecules])
+    assert sorted(map(tuple, ours.edge_index.T.tolist())) == sorted(map(tuple, theirs.edge_index.T.tolist()))
+    assert torch.equal(ours.node_type.long(), theirs.node_type.long())
+    features = adapter.forward_batch(molecules)
+    monkeypatch.setattr(adapter, "_batch", lambda atoms_list: Batch.from_data_list([adapter._graph(a)
+                                                                                   for a in atoms_list]))
+    reference = adapter.forward_batch(molecules)
+    for name in reference:
+        np.testing.assert_allclose(features[name], reference[name], atol=1e-5 * np.abs(reference[name]).max())

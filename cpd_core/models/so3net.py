@@ -10,18 +10,21 @@ unchanged. The layout becomes `64x0e+64x1o+64x2e` (matgl's Clebsch-Gordan produc
 and L=2 even).
 
 Weights: the local weights folder first (`matgl/SO3Net-ANI-1x-Subset-PES`), then matgl's own download by name.
-Graphs are built with matgl's own converter (`matgl.ext.ase.Atoms2Graph`, numpy/pymatgen neighbour search) and
-batched with torch-geometric's `Batch`; no torch-cluster needed.
+Graphs of molecules are built for a whole batch at once (`molecule_graph`, the same edges as matgl's converter);
+periodic structures go through matgl's own converter (`matgl.ext.ase.Atoms2Graph`) and torch-geometric's `Batch`.
+No torch-cluster needed.
 
 Speed: matgl's SO3Convolution multiplies every edge with every non-zero Clebsch-Gordan coefficient, tensors of
 [edges, CG entries, channels] that dominate its run time. For extraction the same sum is taken in another order
 (`dense_convolution`): the edge filters are scattered into per-molecule pair tensors, summed over neighbours by a
-batched matrix product and only then contracted with the dense Clebsch-Gordan tensor. The features agree with
+batched matrix product and only then contracted with the dense Clebsch-Gordan tensor. Its per-atom tensor product
+(`SO3TensorProduct`) likewise runs with a dense Clebsch-Gordan matrix (`dense_product`). The features agree with
 matgl's own forward pass to float32 rounding (tested); the ASE calculator keeps matgl's code.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import ase
@@ -29,6 +32,7 @@ import numpy as np
 
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.graphs import radius_edges
 from cpd_core.models.weights import local_weights
 
 MODEL_ID = "so3net-ani1x"
@@ -138,6 +142,27 @@ def dense_convolution(conv, layout):
     return forward
 
 
+def dense_product(product):
+    """A forward function equivalent to matgl's `SO3TensorProduct.forward` (per atom, y[s, f] = sum_{s1, s2}
+    C[s1, s2, s] x1[s1, f] x2[s2, f]), with the Clebsch-Gordan coefficients as a dense matrix: x2 is coupled by one
+    matrix product, then multiplied with x1 and summed, instead of gathering every non-zero coefficient's pair of
+    components per atom."""
+    import torch
+
+    n1, n2 = int(product.idx_in_1.max()) + 1, int(product.idx_in_2.max()) + 1
+    n_out = int(product._dim_out)
+    cg = torch.zeros(n1, n_out, n2, dtype=product.clebsch_gordan.dtype)
+    cg.index_put_((product.idx_in_1, product.idx_out, product.idx_in_2), product.clebsch_gordan, accumulate=True)
+    coupling = cg.reshape(n1 * n_out, n2)                                  # [(s1 s), s2]
+
+    def forward(x1, x2):
+        coupled = torch.matmul(coupling.to(x2.dtype), x2[:, :n2])          # [atoms, (s1 s), F]
+        coupled = coupled.view(x2.shape[0], n1, n_out, x2.shape[-1])
+        return (coupled * x1[:, :n1, None, :]).sum(1)
+
+    return forward
+
+
 class SO3NetAdapter(ModelAdapter):
     def __init__(self, potential, info: ModelInfo):
         import torch
@@ -163,6 +188,8 @@ class SO3NetAdapter(ModelAdapter):
         from matgl.ext.ase import Atoms2Graph
 
         self._converter = Atoms2Graph(self.elements, float(self.model.cutoff))
+        self._model_lock = threading.Lock()
+        self._dense_product = dense_product(self.model.so3product)
         self._dtype = dtype
         self._torch = torch
 
@@ -179,30 +206,55 @@ class SO3NetAdapter(ModelAdapter):
         return g
 
     def _batch(self, atoms_list):
+        """The batched graph: molecules (no pbc) through `molecule_graph`, anything else through matgl's
+        converter, one structure at a time."""
         from torch_geometric.data import Batch
 
+        if not any(a.pbc.any() for a in atoms_list):
+            return self.molecule_graph(atoms_list)
         return Batch.from_data_list([self._graph(a) for a in atoms_list])
 
+    def molecule_graph(self, atoms_list):
+        """What matgl's converter gives for molecules (every ordered pair of atoms closer than the cutoff, no
+        periodic shifts), for the whole batch at once. Tested equal to the converter's graphs in its results."""
+        from torch_geometric.data import Data
+
+        torch = self._torch
+        index = {s: i for i, s in enumerate(self.elements)}
+        counts = torch.tensor([len(a) for a in atoms_list])
+        pos = torch.as_tensor(np.concatenate([a.positions for a in atoms_list]))
+        batch = torch.repeat_interleave(torch.arange(len(atoms_list)), counts)
+        edge_index = radius_edges(pos, batch, float(self.model.cutoff), loop=False).flip(0)  # [source, target]
+        node_type = torch.tensor([index[s] for a in atoms_list for s in a.get_chemical_symbols()])
+        g = Data(node_type=node_type, pos=pos.to(self._dtype), edge_index=edge_index, batch=batch,
+                 pbc_offshift=torch.zeros(edge_index.shape[1], 3, dtype=self._dtype))
+        g.num_graphs = len(atoms_list)
+        return g
+
     def _run(self, atoms_list, dense: bool = True):
-        """(matgl feature_dict of the batch, the batched graph); `dense` swaps in `dense_convolution`."""
+        """(matgl feature_dict of the batch, the batched graph); `dense` swaps in `dense_convolution` and
+        `dense_product` for matgl's convolutions and tensor product."""
         torch = self._torch
         atoms_list = list(atoms_list)
         self.check_structures(atoms_list)
         g = self._batch(atoms_list)
         convs = list(self.model.so3convs)
-        if dense:
-            counts = torch.bincount(g.batch, minlength=len(atoms_list))
-            local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-            layout = (g.batch, local, len(atoms_list), int(counts.max()))
-            for conv in convs:
-                conv.forward = dense_convolution(conv, layout)
-        try:
-            with torch.no_grad():
-                self.model(g=g)
-        finally:
-            for conv in convs:
-                conv.__dict__.pop("forward", None)
-        return dict(self.model.feature_dict), g
+        with self._model_lock:  # swapped convolutions and feature_dict live on the shared model: one run at a time
+            if dense:
+                counts = torch.bincount(g.batch, minlength=len(atoms_list))
+                local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
+                                                                             counts)
+                layout = (g.batch, local, len(atoms_list), int(counts.max()))
+                for conv in convs:
+                    conv.forward = dense_convolution(conv, layout)
+                self.model.so3product.forward = self._dense_product
+            try:
+                with torch.no_grad():
+                    self.model(g=g)
+            finally:
+                for module in convs + [self.model.so3product]:
+                    module.__dict__.pop("forward", None)
+            return dict(self.model.feature_dict), g
 
     def to_e3nn(self, x):
         """matgl [atoms, (lmax+1)^2, channels] -> e3nn layout [atoms, channels*(lmax+1)^2] (mul-major per L)."""
