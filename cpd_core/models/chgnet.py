@@ -220,10 +220,13 @@ class _SplitGatedMLP:
     def __call__(self, atom_feas, bond_feas, angle_feas, bond_graph):
         import torch
 
-        pre = torch.addmm(self.bias, angle_feas, self.w_angle)
-        pre += (bond_feas @ self.w_bond_i).index_select(0, bond_graph[:, 1])
-        pre += (bond_feas @ self.w_bond_j).index_select(0, bond_graph[:, 2])
-        pre += (atom_feas @ self.w_atom).index_select(0, bond_graph[:, 0])
+        # the bond and atom parts, multiplied once per bond / atom, then summed per angle by one embedding_bag
+        # (three rows per angle: bond i, bond j, centre atom; the bias rides on the atom rows)
+        n_bonds = len(bond_feas)
+        table = torch.cat([bond_feas @ self.w_bond_i, bond_feas @ self.w_bond_j,
+                           torch.addmm(self.bias, atom_feas, self.w_atom)])
+        rows = torch.stack([bond_graph[:, 1], bond_graph[:, 2] + n_bonds, bond_graph[:, 0] + 2 * n_bonds], dim=1)
+        pre = torch.addmm(torch.nn.functional.embedding_bag(rows, table, mode="sum"), angle_feas, self.w_angle)
         core, gate = pre[:, :self.hidden], pre[:, self.hidden:]
         for layer in self.core_rest:
             core = layer(core)
