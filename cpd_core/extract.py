@@ -12,6 +12,7 @@ import ase
 import numpy as np
 
 from cpd_core.invariants import pool_invariants
+from cpd_core.memory import keep_freed_memory
 from cpd_core.models.base import ModelAdapter
 
 Progress = Callable[[int, int], None]  # (structures done, total)
@@ -23,7 +24,8 @@ def extract_invariants(adapter: ModelAdapter, atoms_list: Sequence[ase.Atoms], b
 
     Structures go through the model in order of size, so that a batch holds structures of similar size (adapters
     that pad a batch to its largest structure, ANI and SO3Net, then do little work on padding); the rows are put
-    back in input order at the end."""
+    back in input order at the end. Freed tensors are kept for reuse (`cpd_core.memory.keep_freed_memory`)."""
+    keep_freed_memory()
     atoms_list = list(atoms_list)
     adapter.check_structures(atoms_list)
     batch_size = batch_size or adapter.default_batch_size()

@@ -62,3 +62,24 @@ def test_structures_are_batched_by_size_and_rows_come_back_in_input_order():
     out = extract_invariants(adapter, structures, batch_size=3)
     np.testing.assert_array_equal(out["id/L0/mean"][:, 0], np.arange(len(sizes)))
     assert adapter.batches == [[1, 1, 2], [3, 4, 5], [5]]
+
+
+def test_keep_freed_memory_applies_once_and_can_be_turned_off(monkeypatch):
+    from cpd_core import memory
+
+    monkeypatch.setattr(memory, "_applied", None)
+    calls = []
+    monkeypatch.setattr(memory, "_mallopt", lambda: calls.append(1) or True)
+    monkeypatch.setenv("CPD_KEEP_FREED_MEMORY", "0")
+    assert memory.keep_freed_memory() is False and calls == []
+    monkeypatch.setattr(memory, "_applied", None)
+    monkeypatch.delenv("CPD_KEEP_FREED_MEMORY")
+    assert memory.keep_freed_memory() is True and memory.keep_freed_memory() is True
+    assert calls == [1]
+
+
+def test_glibc_accepts_the_allocator_setting():
+    """This project runs on Linux with glibc (CI included): mallopt must accept both values."""
+    from cpd_core import memory
+
+    assert memory._mallopt() is True
