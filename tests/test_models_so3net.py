@@ -130,3 +130,14 @@ def test_molecule_graph_matches_matgls_converter(adapter, molecules, monkeypatch
     reference = adapter.forward_batch(molecules)
     for name in reference:
         np.testing.assert_allclose(features[name], reference[name], atol=1e-5 * np.abs(reference[name]).max())
+
+
+def test_periodic_images_keep_matgls_convolution(adapter):
+    """In a small periodic box an atom pair is joined by several edges (images); the dense pair tensors hold one
+    edge per pair, so such batches must run matgl's own convolution, and give its features."""
+    box = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
+                                  [0.63, -0.63, -0.63]], cell=[4.0, 4.0, 4.0], pbc=True)
+    dense = adapter.forward_batch([box], dense=True)
+    reference = adapter.forward_batch([box], dense=False)
+    for name in reference:
+        np.testing.assert_allclose(dense[name], reference[name], rtol=1e-6, atol=1e-6)

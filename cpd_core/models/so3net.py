@@ -16,8 +16,9 @@ No torch-cluster needed.
 
 Speed: matgl's SO3Convolution multiplies every edge with every non-zero Clebsch-Gordan coefficient, tensors of
 [edges, CG entries, channels] that dominate its run time. For extraction the same sum is taken in another order
-(`dense_convolution`): the edge filters are scattered into per-molecule pair tensors, summed over neighbours by a
-batched matrix product and only then contracted with the dense Clebsch-Gordan tensor. Its per-atom tensor product
+(`dense_convolution`): the radial filters and harmonics are placed into per-molecule pair tensors and the sum over
+neighbours is a batched matrix product with the neighbours' features already coupled by the dense Clebsch-Gordan
+tensor (structures with periodic images keep matgl's convolution). Its per-atom tensor product
 (`SO3TensorProduct`) likewise runs with a dense Clebsch-Gordan matrix (`dense_product`). The features agree with
 matgl's own forward pass to float32 rounding (tested); the ASE calculator keeps matgl's code.
 """
@@ -110,33 +111,43 @@ def basis_change(sphharm, lmax: int):
 
 
 def dense_convolution(conv, layout):
-    """A forward function equivalent to matgl's `SO3Convolution.forward` for a batch of molecules.
+    """A forward function equivalent to matgl's `SO3Convolution.forward` for a batch of molecules whose edges join
+    distinct atom pairs (no periodic images).
 
-    y_i[s, f] = sum_{s1, s2} C[s1, s2, s] sum_j W_ij[l(s1), f] Y_ij[s1] x_j[s2, f]: the inner sum over
-    neighbours j is a matrix product over per-molecule pair tensors. layout = (molecule, local index) of each
-    atom, number of molecules, most atoms in one molecule."""
+    y_i[s, f] = sum_{s1, s2} C[s1, s2, s] sum_j W_ij[l(s1), f] Y_ij[s1] x_j[s2, f]
+              = sum_{j, s1} P_ij[s1, f] B_j[s1, s, f],  P_ij = W_ij[l(s1)] Y_ij[s1],  B_j = C contracted with x_j.
+    The radial filters W and harmonics Y are placed into per-molecule pair tensors, multiplied there straight into
+    the layout [molecule, f, i, (j, s1)], and the neighbour sum is one batched matrix product per molecule and
+    channel with B [(j, s1), s]. layout = (molecule, local index) of each atom, number of molecules, most atoms in
+    one molecule."""
     import torch
     from matgl.utils.so3 import sh_indices
 
     n_sh = (conv.lmax + 1) ** 2
     cg = torch.zeros(n_sh, n_sh, n_sh, dtype=conv.clebsch_gordan.dtype)
     cg.index_put_((conv.idx_in_1, conv.idx_in_2, conv.idx_out), conv.clebsch_gordan, accumulate=True)
-    cg_matrix = cg.reshape(n_sh * n_sh, n_sh)
-    l_of_component = sh_indices(conv.lmax)[0]
+    cg_by_s2 = cg.permute(1, 0, 2).reshape(n_sh, n_sh * n_sh)           # [s2, (s1 s)]
+    l_of_component = sh_indices(conv.lmax)[0].tolist()
+    blocks = [(l, l_of_component.index(l), l_of_component.index(l) + 2 * l + 1) for l in range(conv.lmax + 1)]
     molecule, local, n_molecules, n_max = layout
+    n_pairs = n_molecules * n_max * n_max
 
     def forward(x, radial_ij, dir_ij, cutoff_ij, idx_i, idx_j):
         n_feat = x.shape[-1]
         W = (conv.filternet(radial_ij) * cutoff_ij).reshape(-1, conv.lmax + 1, n_feat)
-        edge_filter = W[:, l_of_component] * dir_ij[:, :, None]              # [edges, n_sh, F]
-        # laid out so that both products below are plain (batched) matrix products
         pair = (molecule[idx_i] * n_max + local[idx_i]) * n_max + local[idx_j]
-        pairs = x.new_zeros(n_molecules * n_max * n_max, n_sh, n_feat).index_add_(0, pair, edge_filter)
-        pairs = pairs.view(n_molecules, n_max, n_max, n_sh, n_feat).permute(0, 4, 1, 3, 2).contiguous()
-        dense_x = x.new_zeros(n_molecules, n_feat, n_max, n_sh)             # [b, f, j, s2]
-        dense_x.permute(0, 2, 3, 1)[molecule, local] = x
-        summed = torch.matmul(pairs.view(-1, n_max * n_sh, n_max), dense_x.view(-1, n_max, n_sh))
-        y = summed.view(-1, n_sh * n_sh) @ cg_matrix.to(x.dtype)            # [(b f i), s]
+        dense_shape = (n_molecules, n_max, n_max)
+        W_pairs = x.new_zeros(n_pairs, conv.lmax + 1, n_feat).index_copy_(0, pair, W).view(*dense_shape, -1, n_feat)
+        Y_pairs = x.new_zeros(n_pairs, n_sh).index_copy_(0, pair, dir_ij).view(*dense_shape, n_sh)
+        P = x.new_empty(n_molecules, n_feat, n_max, n_max, n_sh)            # [b, f, i, j, s1]
+        P_view = P.permute(0, 2, 3, 4, 1)                                    # the same memory as [b, i, j, s1, f]
+        for l, start, stop in blocks:
+            torch.mul(W_pairs[:, :, :, l:l + 1, :], Y_pairs[:, :, :, start:stop, None],
+                      out=P_view[:, :, :, start:stop, :])
+        dense_x = x.new_zeros(n_molecules, n_max, n_sh, n_feat)             # [b, j, s2, f]
+        dense_x[molecule, local] = x
+        coupled = dense_x.permute(0, 3, 1, 2).reshape(-1, n_sh) @ cg_by_s2.to(x.dtype)  # [(b f j), (s1 s)]
+        y = torch.bmm(P.view(-1, n_max, n_max * n_sh), coupled.view(-1, n_max * n_sh, n_sh))  # [(b f), i, s]
         return y.view(n_molecules, n_feat, n_max, n_sh).permute(0, 2, 3, 1)[molecule, local]
 
     return forward
@@ -240,11 +251,13 @@ class SO3NetAdapter(ModelAdapter):
         g = self._batch(atoms_list)
         convs = list(self.model.so3convs)
         with self._model_lock:  # swapped convolutions and feature_dict live on the shared model: one run at a time
+            counts = torch.bincount(g.batch, minlength=len(atoms_list))
+            local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+            layout = (g.batch, local, len(atoms_list), int(counts.max()))
+            source, target = g.edge_index.long()
+            pairs = (g.batch[source] * layout[3] + local[source]) * layout[3] + local[target]
+            dense = dense and pairs.unique().numel() == pairs.numel()  # periodic images: matgl's own convolution
             if dense:
-                counts = torch.bincount(g.batch, minlength=len(atoms_list))
-                local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
-                                                                             counts)
-                layout = (g.batch, local, len(atoms_list), int(counts.max()))
                 for conv in convs:
                     conv.forward = dense_convolution(conv, layout)
                 self.model.so3product.forward = self._dense_product
