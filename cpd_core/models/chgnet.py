@@ -15,11 +15,11 @@ that graph directly: all molecules of a batch form one disjoint-union CrystalGra
 and a Python loop per molecule. The batch is CHGNet's `BatchedGraph`.
 
 The layers are computed by `CHGNet._compute`'s own sequence of the model's modules (without force, stress or
-magmom heads, under `torch.inference_mode`), with two algebraically exact shortcuts: the angle update of the last block is
-skipped (nothing reads it), and the bond convolutions / angle updates split the first layer of their gated MLP by
-input block, so the bond and atom parts are multiplied once per bond / atom instead of once per angle. The tests
-compare the layers with CHGNet's own outputs (`predict_graph` atom_fea / crystal_fea) and the energy with its ASE
-calculator.
+magmom heads, under `torch.inference_mode`), with two algebraically exact shortcuts: the angle update of the last
+block is skipped (nothing reads it), and the atom convolutions, bond convolutions and angle updates split the first
+layer of their gated MLP by input block, so the atom and bond parts are multiplied once per atom / bond instead of
+once per edge / angle. The tests compare the layers with CHGNet's own outputs (`predict_graph` atom_fea /
+crystal_fea) and the energy with its ASE calculator.
 """
 
 from __future__ import annotations
@@ -190,12 +190,14 @@ def molecule_union_graph(atoms_list: list[ase.Atoms], converter):
 
 
 class _SplitGatedMLP:
-    """A CHGNet GatedMLP whose input is cat([bond_i, bond_j, angle, centre_atom]) (BondConv, AngleUpdate), with
-    the first linear layer of its core and gate MLPs split by input block: the bond and atom blocks are multiplied
-    once per bond / atom and gathered per angle, instead of once per angle. Algebraically the module itself
-    (same weights, same later layers, LayerNorms and gating); only the float summation order differs."""
+    """A CHGNet GatedMLP whose input is a concatenation of equal blocks, most of them gathered rows of smaller
+    tables (AtomConv: [centre atom, bond, neighbour atom] per directed edge; BondConv and AngleUpdate: [bond i,
+    bond j, angle, centre atom] per angle), with the first linear layer of its core and gate MLPs split by block:
+    a gathered block is multiplied once per table row, and the products are summed per row by one embedding_bag.
+    Algebraically the module itself (same weights, same later layers, LayerNorms and gating); only the float
+    summation order differs."""
 
-    def __init__(self, gated, block: int):
+    def __init__(self, gated, block: int, n_blocks: int):
         import torch
 
         def split(mlp):
@@ -206,27 +208,30 @@ class _SplitGatedMLP:
             return layers[first], layers[first + 1:]
 
         (core_first, self.core_rest), (gate_first, self.gate_rest) = split(gated.mlp_core), split(gated.mlp_gate)
-        if core_first.in_features != 4 * block or gate_first.in_features != 4 * block:
+        if core_first.in_features != n_blocks * block or gate_first.in_features != n_blocks * block:
             raise NotImplementedError("unexpected CHGNet gated-MLP input size")
         self.hidden = core_first.out_features
-        weight = torch.cat([core_first.weight, gate_first.weight]).detach()  # (2 hidden, 4 block)
-        self.w_bond_i, self.w_bond_j, self.w_angle, self.w_atom = (
-            weight[:, k * block:(k + 1) * block].t().contiguous() for k in range(4))
+        weight = torch.cat([core_first.weight, gate_first.weight]).detach()  # (2 hidden, n_blocks * block)
+        self.blocks = [weight[:, k * block:(k + 1) * block].t().contiguous() for k in range(n_blocks)]
         zeros = torch.zeros(self.hidden)
         self.bias = torch.cat([core_first.bias.detach() if core_first.bias is not None else zeros,
                                gate_first.bias.detach() if gate_first.bias is not None else zeros])
         self.gated = gated
 
-    def __call__(self, atom_feas, bond_feas, angle_feas, bond_graph):
+    def __call__(self, gathered, dense=None):
+        """gathered: (table, block index, row index per output row) for every gathered block; dense: (features,
+        block index) of the block given row by row, or None."""
         import torch
 
-        # the bond and atom parts, multiplied once per bond / atom, then summed per angle by one embedding_bag
-        # (three rows per angle: bond i, bond j, centre atom; the bias rides on the atom rows)
-        n_bonds = len(bond_feas)
-        table = torch.cat([bond_feas @ self.w_bond_i, bond_feas @ self.w_bond_j,
-                           torch.addmm(self.bias, atom_feas, self.w_atom)])
-        rows = torch.stack([bond_graph[:, 1], bond_graph[:, 2] + n_bonds, bond_graph[:, 0] + 2 * n_bonds], dim=1)
-        pre = torch.addmm(torch.nn.functional.embedding_bag(rows, table, mode="sum"), angle_feas, self.w_angle)
+        tables, rows, offset = [], [], 0
+        for k, (table, block, index) in enumerate(gathered):
+            product = table @ self.blocks[block]
+            tables.append(product.add_(self.bias) if k == 0 else product)  # the bias rides on one block's rows
+            rows.append(index + offset)
+            offset += len(table)
+        pre = torch.nn.functional.embedding_bag(torch.stack(rows, dim=1), torch.cat(tables), mode="sum")
+        if dense is not None:
+            pre.addmm_(dense[0], self.blocks[dense[1]])
         core, gate = pre[:, :self.hidden], pre[:, self.hidden:]
         for layer in self.core_rest:
             core = layer(core)
@@ -238,26 +243,46 @@ class _SplitGatedMLP:
         return g.activation(core) * g.sigmoid(gate)
 
 
+def _angle_mlp(split, atom_feas, bond_feas, angle_feas, bond_graph):
+    """The gated MLP of BondConv / AngleUpdate on cat([bond i, bond j, angle, centre atom]) per angle."""
+    return split([(bond_feas, 0, bond_graph[:, 1]), (bond_feas, 1, bond_graph[:, 2]), (atom_feas, 3, bond_graph[:, 0])],
+                 dense=(angle_feas, 2))
+
+
+def _conv_output(layer, aggregated, previous, norm):
+    """The common end of CHGNet's AtomConv and BondConv: optional output MLP, residual, optional LayerNorm."""
+    if layer.use_mlp_out:
+        aggregated = layer.mlp_out(aggregated)
+    if layer.resnet:
+        aggregated += previous
+    return norm(aggregated) if norm is not None else aggregated
+
+
+def _atom_conv(layer, split, atom_feas, bond_feas, bond_weights, atom_graph, directed2undirected):
+    """CHGNet `AtomConv.forward` with the split gated MLP (input cat([centre atom, bond, neighbour atom]))."""
+    from chgnet.model.functions import aggregate
+
+    messages = split([(atom_feas, 0, atom_graph[:, 0]), (bond_feas, 1, directed2undirected),
+                      (atom_feas, 2, atom_graph[:, 1])])
+    messages *= bond_weights.index_select(0, directed2undirected)
+    new_atom_feas = aggregate(messages, atom_graph[:, 0], average=False, num_owner=len(atom_feas))
+    return _conv_output(layer, new_atom_feas, atom_feas, layer.atom_norm)
+
+
 def _bond_conv(layer, split, atom_feas, bond_feas, bond_weights, angle_feas, bond_graph):
     """CHGNet `BondConv.forward` with the split gated MLP."""
     from chgnet.model.functions import aggregate
 
-    bond_update = split(atom_feas, bond_feas, angle_feas, bond_graph)
+    bond_update = _angle_mlp(split, atom_feas, bond_feas, angle_feas, bond_graph)
     bond_update = (bond_update * bond_weights.index_select(0, bond_graph[:, 1])
                    * bond_weights.index_select(0, bond_graph[:, 2]))
     new_bond_feas = aggregate(bond_update, bond_graph[:, 1], average=False, num_owner=len(bond_feas))
-    if layer.use_mlp_out:
-        new_bond_feas = layer.mlp_out(new_bond_feas)
-    if layer.resnet:
-        new_bond_feas += bond_feas
-    if layer.bond_norm is not None:
-        new_bond_feas = layer.bond_norm(new_bond_feas)
-    return new_bond_feas
+    return _conv_output(layer, new_bond_feas, bond_feas, layer.bond_norm)
 
 
 def _angle_update(layer, split, atom_feas, bond_feas, angle_feas, bond_graph):
     """CHGNet `AngleUpdate.forward` with the split gated MLP."""
-    new_angle_feas = split(atom_feas, bond_feas, angle_feas, bond_graph)
+    new_angle_feas = _angle_mlp(split, atom_feas, bond_feas, angle_feas, bond_graph)
     if layer.resnet:
         new_angle_feas += angle_feas
     if layer.angle_norm is not None:
@@ -287,8 +312,9 @@ class CHGNetAdapter(ModelAdapter):
         if len(model.atom_conv_layers) != 4 or model.readout_norm is None or not model.mlp_first:
             raise RuntimeError("unexpected CHGNet architecture for 0.3.0")
         block = model.atom_embedding.embedding.embedding_dim
-        self._bond_splits = [_SplitGatedMLP(layer.twoBody_bond, block) for layer in model.bond_conv_layers]
-        self._angle_splits = [_SplitGatedMLP(layer.twoBody_bond, block) for layer in model.angle_layers]
+        self._atom_splits = [_SplitGatedMLP(layer.twoBody_atom, block, 3) for layer in model.atom_conv_layers]
+        self._bond_splits = [_SplitGatedMLP(layer.twoBody_bond, block, 4) for layer in model.bond_conv_layers]
+        self._angle_splits = [_SplitGatedMLP(layer.twoBody_bond, block, 4) for layer in model.angle_layers]
         self._torch = torch
 
     def default_batch_size(self) -> int:
@@ -336,8 +362,9 @@ class CHGNetAdapter(ModelAdapter):
     def _layer_states(self, g) -> dict:
         """`CHGNet._compute` up to the readout input (CHGNet 0.3.0: no magmom head, mlp_first), keeping the atom
         features after each atom convolution. The angle update of the last block is skipped: its output is used by
-        nothing (the final block is an atom convolution only). Bond convolutions and angle updates run with their
-        first gated-MLP layer split by input block (`_SplitGatedMLP`), the model's own modules otherwise."""
+        nothing (the final block is an atom convolution only). Atom convolutions, bond convolutions and angle updates
+        run with their first gated-MLP layer split by input block (`_SplitGatedMLP`), the model's own modules
+        otherwise."""
         model = self.model
         atom_feas = model.atom_embedding(g.atomic_numbers - 1)  # H is the first embedding row
         bond_feas = model.bond_embedding(g.bond_bases_ag)
@@ -348,8 +375,8 @@ class CHGNetAdapter(ModelAdapter):
         states = {}
         blocks = list(zip(model.atom_conv_layers[:-1], model.bond_conv_layers, model.angle_layers, strict=True))
         for idx, (atom_layer, bond_layer, angle_layer) in enumerate(blocks):
-            atom_feas = atom_layer(atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=bond_weights_ag,
-                                   atom_graph=g.batched_atom_graph, directed2undirected=g.directed2undirected)
+            atom_feas = _atom_conv(atom_layer, self._atom_splits[idx], atom_feas, bond_feas, bond_weights_ag,
+                                   g.batched_atom_graph, g.directed2undirected)
             states[f"atom_conv_{idx + 1}"] = atom_feas
             if has_angles and bond_layer is not None:
                 bond_feas = _bond_conv(bond_layer, self._bond_splits[idx], atom_feas, bond_feas, bond_weights_bg,
@@ -357,9 +384,8 @@ class CHGNetAdapter(ModelAdapter):
                 if angle_layer is not None and idx < len(blocks) - 1:
                     angle_feas = _angle_update(angle_layer, self._angle_splits[idx], atom_feas, bond_feas,
                                                angle_feas, g.batched_bond_graph)
-        atom_feas = model.atom_conv_layers[-1](atom_feas=atom_feas, bond_feas=bond_feas, bond_weights=bond_weights_ag,
-                                               atom_graph=g.batched_atom_graph,
-                                               directed2undirected=g.directed2undirected)
+        atom_feas = _atom_conv(model.atom_conv_layers[-1], self._atom_splits[-1], atom_feas, bond_feas,
+                               bond_weights_ag, g.batched_atom_graph, g.directed2undirected)
         states[f"atom_conv_{len(blocks) + 1}"] = atom_feas
         states["readout_input"] = model.readout_norm(atom_feas)
         return states
