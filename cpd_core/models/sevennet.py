@@ -205,14 +205,14 @@ class _FastConvolution:
     the radial weights, summed into the receiving atoms chunk by chunk (a chunk stays in cache). Columns are put
     into the module's irreps_out order once per call, per atom."""
 
-    def __init__(self, module, chunk: int = 128):
+    def __init__(self, module, chunk: int = 256):
         import torch
         from e3nn import o3
 
         tp = module.convolution
         self.module = module
         self.chunk = chunk  # undirected edges per message chunk (both directions are processed)
-        self.mlp_chunks = 16  # chunks per radial-MLP block
+        self.mlp_chunks = 8  # chunks per radial-MLP block (2,048 edges)
         ir1, ir2, irout = tp.irreps_in1, tp.irreps_in2, tp.irreps_out
         for ins in tp.instructions:
             if ins.connection_mode != "uvu" or not ins.has_weight or tuple(ins.path_shape) != (ir1[ins.i_in1].mul, 1):
