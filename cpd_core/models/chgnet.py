@@ -193,7 +193,8 @@ class _SplitGatedMLP:
     """A CHGNet GatedMLP whose input is a concatenation of equal blocks, most of them gathered rows of smaller
     tables (AtomConv: [centre atom, bond, neighbour atom] per directed edge; BondConv and AngleUpdate: [bond i,
     bond j, angle, centre atom] per angle), with the first linear layer of its core and gate MLPs split by block:
-    a gathered block is multiplied once per table row, and the products are summed per row by one embedding_bag.
+    a gathered block is multiplied once per table row, and the products are summed per row by an embedding_bag
+    (for the core and the gate separately, so that both come out contiguous: strided SiLU is about 3x slower).
     Algebraically the module itself (same weights, same later layers, LayerNorms and gating); only the float
     summation order differs."""
 
@@ -210,12 +211,13 @@ class _SplitGatedMLP:
         (core_first, self.core_rest), (gate_first, self.gate_rest) = split(gated.mlp_core), split(gated.mlp_gate)
         if core_first.in_features != n_blocks * block or gate_first.in_features != n_blocks * block:
             raise NotImplementedError("unexpected CHGNet gated-MLP input size")
-        self.hidden = core_first.out_features
-        weight = torch.cat([core_first.weight, gate_first.weight]).detach()  # (2 hidden, n_blocks * block)
-        self.blocks = [weight[:, k * block:(k + 1) * block].t().contiguous() for k in range(n_blocks)]
-        zeros = torch.zeros(self.hidden)
-        self.bias = torch.cat([core_first.bias.detach() if core_first.bias is not None else zeros,
-                               gate_first.bias.detach() if gate_first.bias is not None else zeros])
+        zeros = torch.zeros(core_first.out_features)
+        # per MLP (core, gate): its first layer's weight blocks (block, hidden) and its bias
+        self.halves = []
+        for first in (core_first, gate_first):
+            weight = first.weight.detach()
+            blocks = [weight[:, k * block:(k + 1) * block].t().contiguous() for k in range(n_blocks)]
+            self.halves.append((blocks, first.bias.detach() if first.bias is not None else zeros))
         self.gated = gated
 
     def __call__(self, gathered, dense=None):
@@ -223,16 +225,19 @@ class _SplitGatedMLP:
         block index) of the block given row by row, or None."""
         import torch
 
-        tables, rows, offset = [], [], 0
-        for k, (table, block, index) in enumerate(gathered):
-            product = table @ self.blocks[block]
-            tables.append(product.add_(self.bias) if k == 0 else product)  # the bias rides on one block's rows
+        rows, offset = [], 0
+        for table, _, index in gathered:
             rows.append(index + offset)
             offset += len(table)
-        pre = torch.nn.functional.embedding_bag(torch.stack(rows, dim=1), torch.cat(tables), mode="sum")
-        if dense is not None:
-            pre.addmm_(dense[0], self.blocks[dense[1]])
-        core, gate = pre[:, :self.hidden], pre[:, self.hidden:]
+        rows = torch.stack(rows, dim=1)
+
+        def first_layer(blocks, bias):  # core and gate separately, so that both come out contiguous
+            tables = [table @ blocks[block] for table, block, _ in gathered]
+            tables[0] += bias  # the bias rides on one block's rows
+            pre = torch.nn.functional.embedding_bag(rows, torch.cat(tables), mode="sum")
+            return pre.addmm_(dense[0], blocks[dense[1]]) if dense is not None else pre
+
+        core, gate = (first_layer(blocks, bias) for blocks, bias in self.halves)
         for layer in self.core_rest:
             core = layer(core)
         for layer in self.gate_rest:
