@@ -172,6 +172,15 @@ def load(model_id: str) -> "ANIAdapter":
     return ANIAdapter(info, aev_computer=model.aev_computer, symbols=tuple(model.symbols), model=model)
 
 
+def _in_place(activation):
+    """The element networks' activation applied in place (CELU, as in ANI-2x), or the module itself."""
+    import torch
+
+    if isinstance(activation, torch.nn.CELU):
+        return lambda x: torch.nn.functional.celu(x, alpha=activation.alpha, inplace=True)
+    return activation
+
+
 class ANIAdapter(ModelAdapter):
     def __init__(self, info: ModelInfo, aev_computer, symbols: tuple[str, ...], model=None):
         import torch
@@ -267,7 +276,7 @@ class ANIAdapter(ModelAdapter):
             rows = (elem == e).nonzero().view(-1)
             if rows.numel() == 0:
                 continue
-            activation = self._members[0].atomics[s].activation
+            activation = _in_place(self._members[0].atomics[s].activation)
             x = aev.index_select(0, rows)                                   # [n_e, 1008], shared by members
             for k, (weight, bias) in enumerate(self._stacked[s]):
                 weight, bias = weight[members], bias[members]
@@ -275,7 +284,7 @@ class ANIAdapter(ModelAdapter):
                     used = (x != 0).any(dim=0).nonzero().view(-1)
                     first = weight.index_select(1, used).permute(1, 0, 2).reshape(len(used), -1)  # [used, M*width]
                     pre = (x.index_select(1, used) @ first).view(len(rows), weight.shape[0], -1).transpose(0, 1)
-                    x = activation(pre + bias)                              # [M, n_e, width]
+                    x = activation(pre.add_(bias))                          # [M, n_e, width]
                 else:
                     x = activation(torch.baddbmm(bias, x, weight))
                 start = self._offsets[k][s]
