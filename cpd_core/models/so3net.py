@@ -26,7 +26,6 @@ matgl's own forward pass to float32 rounding (tested); the ASE calculator keeps 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import ase
 import numpy as np
