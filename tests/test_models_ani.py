@@ -177,3 +177,14 @@ def test_periodic_structures_keep_input_order(aev, molecules):
     np.testing.assert_allclose(mixed[n0:n0 + 5], aev.forward_batch([box])["aev"], atol=1e-6)
     np.testing.assert_allclose(mixed[n0 + 5:], aev.forward_batch([molecules[1]])["aev"], atol=1e-5)
     assert np.abs(mixed[n0:n0 + 5] - aev.forward_batch([flat])["aev"]).max() > 1e-4  # images within the cutoff
+
+
+def test_isolated_atoms_have_no_neighbours_but_features(nets):
+    """An atom with no neighbour within the cutoff has an all-zero AEV; the networks still give it features (the
+    first layer's zero-column skipping must cope with a batch where every column is zero)."""
+    lone = [Atoms("O", positions=[[0, 0, 0]]), Atoms("H2", positions=[[0, 0, 0], [0, 0, 30.0]])]
+    together = nets.forward_batch(lone)
+    apart = [nets.forward_batch([a]) for a in lone]
+    for name, value in together.items():
+        assert np.isfinite(value).all()
+        np.testing.assert_allclose(value, np.concatenate([p[name] for p in apart]), atol=1e-6)

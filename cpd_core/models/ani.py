@@ -282,8 +282,9 @@ class ANIAdapter(ModelAdapter):
                 weight, bias = weight[members], bias[members]
                 if k == 0:
                     used = (x != 0).any(dim=0).nonzero().view(-1)
-                    first = weight.index_select(1, used).permute(1, 0, 2).reshape(len(used), -1)  # [used, M*width]
-                    pre = (x.index_select(1, used) @ first).view(len(rows), weight.shape[0], -1).transpose(0, 1)
+                    n_members, _, width = weight.shape
+                    first = weight.index_select(1, used).permute(1, 0, 2).reshape(len(used), n_members * width)
+                    pre = (x.index_select(1, used) @ first).view(len(rows), n_members, width).transpose(0, 1)
                     x = activation(pre.add_(bias))                          # [M, n_e, width]
                 else:
                     x = activation(torch.baddbmm(bias, x, weight))
