@@ -138,3 +138,17 @@ def temporary_env(name: str, value: str | None):
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
+
+
+@contextmanager
+def temporary_forwards(replacements: dict):
+    """Inside the block, each module in `replacements` runs the given callable as its forward (an instance
+    attribute, so other modules of its class are untouched); the class's own forward is back afterwards.
+    Used for extraction-only rearrangements of a model's computation, which its ASE calculator must not see."""
+    for module, forward in replacements.items():
+        object.__setattr__(module, "forward", forward)
+    try:
+        yield
+    finally:
+        for module in replacements:
+            module.__dict__.pop("forward", None)

@@ -353,6 +353,8 @@ class MACEAdapter(ModelAdapter):
         mace_data, torch_geometric, torch_tools, utils = _import_mace()
         self._mace_data, self._tg, self._torch_tools = mace_data, torch_geometric, torch_tools
         self.z_table = utils.AtomicNumberTable([int(z) for z in model.atomic_numbers])
+        self._element_index = np.full(max(self.z_table.zs) + 1, -1)  # atomic number -> one-hot column
+        self._element_index[list(self.z_table.zs)] = np.arange(len(self.z_table.zs))
         self._keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={})
         self._model_lock = threading.Lock()
 
@@ -394,9 +396,7 @@ class MACEAdapter(ModelAdapter):
         positions = torch.as_tensor(np.concatenate([a.positions for a in atoms_list]), dtype=dtype)
         batch = torch.repeat_interleave(torch.arange(len(atoms_list)), counts)
         edge_index = radius_edges(positions.double(), batch, self.r_max, loop=False).flip(0)  # sender, receiver
-        index = np.full(int(max(self.z_table.zs)) + 1, -1)
-        index[list(self.z_table.zs)] = np.arange(len(self.z_table.zs))
-        node_attrs = torch.nn.functional.one_hot(torch.as_tensor(index[numbers]),
+        node_attrs = torch.nn.functional.one_hot(torch.as_tensor(self._element_index[numbers]),
                                                  len(self.z_table.zs)).to(dtype)
         n_graphs, n_edges = len(atoms_list), edge_index.shape[1]
         return {

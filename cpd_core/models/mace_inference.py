@@ -14,7 +14,7 @@ the model's own forward (and so its ASE calculator) is left untouched outside it
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from cpd_core.models.base import temporary_forwards
 
 
 class FoldedContraction:
@@ -70,19 +70,12 @@ class FoldedContraction:
         return r.permute(1, 0, 2)
 
 
-@contextmanager
 def fast_inference(model):
-    """Within the block, every symmetric contraction of `model` runs as a FoldedContraction (built once per model
+    """A context in which every symmetric contraction of `model` runs as a FoldedContraction (built once per model
     and kept on it); the model's own forwards are restored afterwards."""
     contractions = [c for product in model.products for c in product.symmetric_contractions.contractions]
     folded = getattr(model, "_cpd_folded_contractions", None)
     if folded is None:
         folded = [FoldedContraction(c) for c in contractions]
         object.__setattr__(model, "_cpd_folded_contractions", folded)
-    for contraction, fast in zip(contractions, folded):
-        object.__setattr__(contraction, "forward", fast)
-    try:
-        yield
-    finally:
-        for contraction in contractions:
-            contraction.__dict__.pop("forward", None)
+    return temporary_forwards(dict(zip(contractions, folded)))

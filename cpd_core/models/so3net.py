@@ -31,7 +31,7 @@ import ase
 import numpy as np
 
 from cpd_core.errors import CPDInputError
-from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, temporary_forwards
 from cpd_core.models.graphs import radius_edges
 from cpd_core.models.weights import local_weights
 
@@ -118,7 +118,7 @@ def dense_convolution(conv, layout):
     The radial filters W and harmonics Y are placed into per-molecule pair tensors, multiplied there straight into
     the layout [molecule, f, i, (j, s1)], and the neighbour sum is one batched matrix product per molecule and
     channel with B [(j, s1), s]. layout = (molecule, local index) of each atom, number of molecules, most atoms in
-    one molecule."""
+    one molecule, and each edge's cell (molecule, i, j) in the flattened pair tensors."""
     import torch
     from matgl.utils.so3 import sh_indices
 
@@ -128,13 +128,12 @@ def dense_convolution(conv, layout):
     cg_by_s2 = cg.permute(1, 0, 2).reshape(n_sh, n_sh * n_sh)           # [s2, (s1 s)]
     l_of_component = sh_indices(conv.lmax)[0].tolist()
     blocks = [(l, l_of_component.index(l), l_of_component.index(l) + 2 * l + 1) for l in range(conv.lmax + 1)]
-    molecule, local, n_molecules, n_max = layout
+    molecule, local, n_molecules, n_max, pair = layout
     n_pairs = n_molecules * n_max * n_max
 
-    def forward(x, radial_ij, dir_ij, cutoff_ij, idx_i, idx_j):
+    def forward(x, radial_ij, dir_ij, cutoff_ij, idx_i, idx_j):  # idx_i, idx_j: the edges `pair` already places
         n_feat = x.shape[-1]
         W = (conv.filternet(radial_ij) * cutoff_ij).reshape(-1, conv.lmax + 1, n_feat)
-        pair = (molecule[idx_i] * n_max + local[idx_i]) * n_max + local[idx_j]
         dense_shape = (n_molecules, n_max, n_max)
         W_pairs = x.new_zeros(n_pairs, conv.lmax + 1, n_feat).index_copy_(0, pair, W).view(*dense_shape, -1, n_feat)
         Y_pairs = x.new_zeros(n_pairs, n_sh).index_copy_(0, pair, dir_ij).view(*dense_shape, n_sh)
@@ -249,23 +248,19 @@ class SO3NetAdapter(ModelAdapter):
         self.check_structures(atoms_list)
         g = self._batch(atoms_list)
         convs = list(self.model.so3convs)
-        with self._model_lock:  # swapped convolutions and feature_dict live on the shared model: one run at a time
-            counts = torch.bincount(g.batch, minlength=len(atoms_list))
-            local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-            layout = (g.batch, local, len(atoms_list), int(counts.max()))
-            source, target = g.edge_index.long()
-            pairs = (g.batch[source] * layout[3] + local[source]) * layout[3] + local[target]
-            dense = dense and pairs.unique().numel() == pairs.numel()  # periodic images: matgl's own convolution
-            if dense:
-                for conv in convs:
-                    conv.forward = dense_convolution(conv, layout)
-                self.model.so3product.forward = self._dense_product
-            try:
-                with torch.no_grad():
-                    self.model(g=g)
-            finally:
-                for module in convs + [self.model.so3product]:
-                    module.__dict__.pop("forward", None)
+        counts = torch.bincount(g.batch, minlength=len(atoms_list))
+        local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        n_max = int(counts.max())
+        source, target = g.edge_index.long()
+        pair = (g.batch[source] * n_max + local[source]) * n_max + local[target]  # the edge's cell, per molecule
+        replacements = {}
+        if dense and pair.unique().numel() == pair.numel():  # periodic images: matgl's own convolution
+            layout = (g.batch, local, len(atoms_list), n_max, pair)
+            replacements = {conv: dense_convolution(conv, layout) for conv in convs}
+            replacements[self.model.so3product] = self._dense_product
+        with self._model_lock:  # swapped forwards and feature_dict live on the shared model: one run at a time
+            with torch.no_grad(), temporary_forwards(replacements):
+                self.model(g=g)
             return dict(self.model.feature_dict), g
 
     def to_e3nn(self, x):
