@@ -231,15 +231,20 @@ class ANIAdapter(ModelAdapter):
             yield [i], elem, coords, cell, torch.from_numpy(np.asarray(a.pbc, dtype=bool))
 
     def _per_atom(self, atoms_list, fn):
-        """Run fn(elem_idxs_real [n], aev_real [n, 1008]) over every group; rows concatenated in input order,
-        padding atoms never included."""
+        """Run fn(elem_idxs_real [n], aev_real [n, 1008], neighbourhood [n]) over every group; rows concatenated
+        in input order, padding atoms never included. `neighbourhood` codes the set of elements in each atom's
+        structure (a bit per element): AEV columns of other elements are zero for that atom."""
         torch = self._torch
         parts, order = [], []
         with torch.no_grad():
             for indices, elem, coords, cell, pbc in self._aev_groups(atoms_list):
                 aevs = self.aev_computer(elem, coords, cell, pbc)          # [M, A, 1008]
                 mask = elem >= 0                                            # padding atoms are -1
-                parts.append(fn(elem[mask], aevs[mask]))                    # rows: structure-major, real only
+                present = torch.zeros((elem.shape[0], len(self.symbols) + 1), dtype=torch.long)
+                present.scatter_(1, elem + 1, 1)                            # column 0 counts padding
+                codes = (present[:, 1:] << torch.arange(len(self.symbols))).sum(dim=1)
+                codes = codes[:, None].expand_as(elem)
+                parts.append(fn(elem[mask], aevs[mask], codes[mask]))      # rows: structure-major, real only
                 order += indices
         out = {name: torch.cat([p[name] for p in parts]) for name in parts[0]} if len(parts) > 1 else parts[0]
         if order == sorted(order):
@@ -252,57 +257,79 @@ class ANIAdapter(ModelAdapter):
 
     # ---------------------------------------------------------------------------------------------- nets
     def _stack_members(self):
-        """Per element and hidden layer, every member's weights stacked: ([M, in, out], [M, 1, out])."""
+        """Per element and hidden layer, every member's weights stacked, with the bias [M, 1, out]: the first
+        layer's as [in, M, out] (the layout its per-group column selection copies from), the others as
+        [M, in, out] (for baddbmm)."""
         torch = self._torch
         stacked = {}
         for s in self.symbols:
             nets = [member.atomics[s] for member in self._members]
             stacked[s] = [
-                (torch.stack([net.layers[k].weight.T for net in nets]).contiguous(),
+                (torch.stack([net.layers[k].weight.T for net in nets], dim=1 if k == 0 else 0).contiguous(),
                  torch.stack([net.layers[k].bias for net in nets])[:, None, :])
                 for k in range(len(nets[0].layers))
             ]
         return stacked
 
-    def _hidden(self, elem, aev, members: slice = slice(None)):
+    def _hidden(self, elem, aev, neighbourhood, members: slice = slice(None)):
         """Hidden activations of the element networks, averaged over the members selected ->
-        {hidden_k: [n, width_k]} in element blocks. All members of one element run as one matmul per layer; the
-        first layer skips AEV columns that are zero for every atom of the element in this batch (448 of 1,008 in
-        QM9, whose molecules have no S or Cl): they add exactly nothing."""
+        {hidden_k: [n, width_k]} in element blocks.
+
+        All members of one element run as one matmul per layer. The first layer goes through the element's atoms
+        in groups of one neighbourhood (the set of elements in their structure) and skips AEV columns that are zero
+        for every atom of the group: they add exactly nothing. In QM9 that drops a third of the first layer's
+        arithmetic (columns of S and Cl always, of F, N or O in molecules without them)."""
         torch = self._torch
         n_layers = len(self._offsets)
         out = [aev.new_zeros((len(elem), sum(w[k] for w in self._widths.values()))) for k in range(n_layers)]
+        keys, order = torch.sort(elem * (1 << len(self.symbols)) + neighbourhood, stable=True)
+        values, sizes = torch.unique_consecutive(keys, return_counts=True)
+        elements = (values >> len(self.symbols)).tolist()
+        sizes = sizes.tolist()
+        start = 0
         for e, s in enumerate(self.symbols):
-            rows = (elem == e).nonzero().view(-1)
-            if rows.numel() == 0:
+            groups = [size for size, g in zip(sizes, elements) if g == e]
+            if not groups:
                 continue
+            rows = order[start:start + sum(groups)]
+            start += len(rows)
             activation = _in_place(self._members[0].atomics[s].activation)
             x = aev.index_select(0, rows)                                   # [n_e, 1008], shared by members
             for k, (weight, bias) in enumerate(self._stacked[s]):
-                weight, bias = weight[members], bias[members]
                 if k == 0:
-                    used = (x != 0).any(dim=0).nonzero().view(-1)
-                    n_members, _, width = weight.shape
-                    first = weight.index_select(1, used).permute(1, 0, 2).reshape(len(used), n_members * width)
-                    pre = (x.index_select(1, used) @ first).view(len(rows), n_members, width).transpose(0, 1)
-                    x = activation(pre.add_(bias))                          # [M, n_e, width]
+                    pre = self._first_layer(x, groups, weight[:, members])
+                    x = activation(pre.add_(bias[members]))                 # [M, n_e, width]
                 else:
-                    x = activation(torch.baddbmm(bias, x, weight))
-                start = self._offsets[k][s]
-                out[k][rows, start:start + x.shape[2]] = x.mean(dim=0)
+                    x = activation(torch.baddbmm(bias[members], x, weight[members]))
+                block = self._offsets[k][s]
+                out[k][rows, block:block + x.shape[2]] = x.mean(dim=0)
         return {f"hidden_{k + 1}": out[k] for k in range(n_layers)}
+
+    def _first_layer(self, x, groups: list[int], weight):
+        """x [n, in] @ weight [in, M, width] -> [M, n, width], one matmul per group of consecutive rows over the
+        columns not zero in that group."""
+        _, n_members, width = weight.shape
+        pre = x.new_empty((len(x), n_members * width))
+        start = 0
+        for size in groups:
+            part = x[start:start + size]
+            used = (part != 0).any(dim=0).nonzero().view(-1)
+            self._torch.mm(part.index_select(1, used), weight.index_select(0, used).view(len(used), n_members * width),
+                           out=pre[start:start + size])
+            start += size
+        return pre.view(len(x), n_members, width).transpose(0, 1)
 
     def member_hidden(self, atoms_list, member: int) -> dict[str, np.ndarray]:
         """Hidden layers of one ensemble member (for bookkeeping checks)."""
         self.check_structures(list(atoms_list))
-        out = self._per_atom(list(atoms_list), lambda e, a: self._hidden(e, a, slice(member, member + 1)))
+        out = self._per_atom(list(atoms_list), lambda e, a, n: self._hidden(e, a, n, slice(member, member + 1)))
         return {k: v.numpy() for k, v in out.items()}
 
     def forward_batch(self, atoms_list: list[ase.Atoms]) -> dict[str, np.ndarray]:
         atoms_list = list(atoms_list)
         self.check_structures(atoms_list)
         if self.model is None:
-            out = self._per_atom(atoms_list, lambda e, a: {"aev": a})
+            out = self._per_atom(atoms_list, lambda e, a, n: {"aev": a})
         else:
             out = self._per_atom(atoms_list, self._hidden)
         return {k: v.cpu().numpy().astype(np.float32) for k, v in out.items()}
