@@ -191,16 +191,23 @@ def molecule_union_graph(atoms_list: list[ase.Atoms], converter):
     )
 
 
+# Which input blocks of a split gated MLP are rows of which table: AtomConv's input is [centre atom, bond,
+# neighbour atom] per directed edge; BondConv's and AngleUpdate's is [bond i, bond j, angle, centre atom] per angle,
+# with the angle block (2) given row by row.
+ATOM_CONV_BLOCKS = (("atom", (0, 2)), ("bond", (1,)))
+ANGLE_BLOCKS = (("bond", (0, 1)), ("atom", (3,)))
+ANGLE_DENSE_BLOCK = 2
+
+
 class _SplitGatedMLP:
     """A CHGNet GatedMLP whose input is a concatenation of equal blocks, most of them gathered rows of smaller
-    tables (AtomConv: [centre atom, bond, neighbour atom] per directed edge; BondConv and AngleUpdate: [bond i,
-    bond j, angle, centre atom] per angle), with the first linear layer of its core and gate MLPs split by block:
-    a gathered block is multiplied once per table row, and the products are summed per row by an embedding_bag
-    (for the core and the gate separately, so that both come out contiguous: strided SiLU is about 3x slower).
-    Algebraically the module itself (same weights, same later layers, LayerNorms and gating); only the float
-    summation order differs."""
+    tables, with the first linear layer of its core and gate MLPs split by block: each table is multiplied once
+    (one matmul for all its blocks, core and gate side by side), and one embedding_bag sums the products each output
+    row gathers (`gather_rows`), core rows first, then gate rows, so that both come out contiguous (strided SiLU is
+    about 3x slower). Algebraically the module itself (same weights, same later layers, LayerNorms and gating);
+    only the float summation order differs."""
 
-    def __init__(self, gated, block: int, n_blocks: int):
+    def __init__(self, gated, block: int, table_blocks, dense_block: int | None = None):
         import torch
 
         def split(mlp):
@@ -211,35 +218,74 @@ class _SplitGatedMLP:
             return layers[first], layers[first + 1:]
 
         (core_first, self.core_rest), (gate_first, self.gate_rest) = split(gated.mlp_core), split(gated.mlp_gate)
+        n_blocks = sum(len(blocks) for _, blocks in table_blocks) + (dense_block is not None)
         if core_first.in_features != n_blocks * block or gate_first.in_features != n_blocks * block:
             raise NotImplementedError("unexpected CHGNet gated-MLP input size")
-        zeros = torch.zeros(core_first.out_features)
-        # per MLP (core, gate): its first layer's weight blocks (block, hidden) and its bias
-        self.halves = []
-        for first in (core_first, gate_first):
-            weight = first.weight.detach()
-            blocks = [weight[:, k * block:(k + 1) * block].t().contiguous() for k in range(n_blocks)]
-            self.halves.append((blocks, first.bias.detach() if first.bias is not None else zeros))
+        core, gate = core_first.weight.detach(), gate_first.weight.detach()
+
+        def part(weight, k):  # (block, hidden)
+            return weight[:, k * block:(k + 1) * block].t()
+
+        self.table_blocks = table_blocks
+        self.hidden = core_first.out_features
+        # per table: (block, [core | gate] per block of that table), and the first table's bias (core and gate
+        # biases on its first block: every output row gathers that product once)
+        self.table_weights = [torch.cat([torch.cat([part(core, k), part(gate, k)], dim=1) for k in blocks], dim=1)
+                              .contiguous() for _, blocks in table_blocks]
+        zeros = torch.zeros(self.hidden)
+        biases = [zeros if layer.bias is None else layer.bias.detach() for layer in (core_first, gate_first)]
+        self.bias = torch.cat(biases + [zeros] * (2 * len(table_blocks[0][1]) - 2))
+        self.dense = (None if dense_block is None
+                      else (part(core, dense_block).contiguous(), part(gate, dense_block).contiguous()))
         self.gated = gated
 
-    def __call__(self, gathered, dense=None):
-        """gathered: (table, block index, row index per output row) for every gathered block; dense: (features,
-        block index) of the block given row by row, or None."""
+    @staticmethod
+    def gather_rows(table_blocks, sizes: dict, indices: dict):
+        """The embedding_bag input [2 x rows, gathered blocks] of a split MLP with this block layout, for one graph:
+        sizes[table] = its number of rows, indices[table, block] = the table row each output row takes for that
+        block. Rows of the product table: per table, per table row, per block, core then gate."""
         import torch
 
-        rows, offset = [], 0
-        for table, _, index in gathered:
-            rows.append(index + offset)
-            offset += len(table)
-        rows = torch.stack(rows, dim=1)
+        columns, base = ([], []), 0
+        for name, blocks in table_blocks:
+            per_row = 2 * len(blocks)
+            for j, k in enumerate(blocks):
+                position = indices[name, k] * per_row + (base + 2 * j)
+                columns[0].append(position)
+                columns[1].append(position + 1)
+            base += sizes[name] * per_row
+        return torch.cat([torch.stack(columns[0], dim=1), torch.stack(columns[1], dim=1)])
 
-        def first_layer(blocks, bias):  # core and gate separately, so that both come out contiguous
-            tables = [table @ blocks[block] for table, block, _ in gathered]
-            tables[0] += bias  # the bias rides on one block's rows
-            pre = torch.nn.functional.embedding_bag(rows, torch.cat(tables), mode="sum")
-            return pre.addmm_(dense[0], blocks[dense[1]]) if dense is not None else pre
+    def dense_through(self, linear):
+        """Dense-block weights for the input of a bias-free linear layer whose output is the dense block (CHGNet's
+        angle embedding, 31 -> 64): x @ (W^T D) = (x W^T) D, a matmul over 31 columns instead of 64."""
+        if linear.bias is not None:
+            raise NotImplementedError("expected a bias-free embedding")
+        weight = linear.weight.detach().t()
+        return tuple(weight @ d for d in self.dense)
 
-        core, gate = (first_layer(blocks, bias) for blocks, bias in self.halves)
+    def __call__(self, tables: dict, rows, dense=None, dense_weights=None):
+        """tables: name -> features; rows: `gather_rows` for this graph; dense: the dense block's features row by
+        row (or, with dense_weights from `dense_through`, that layer's input), or None."""
+        import torch
+
+        shapes = [(len(tables[name]), weight.shape[1]) for (name, _), weight in zip(self.table_blocks,
+                                                                                    self.table_weights)]
+        products = torch.empty(sum(n * width for n, width in shapes))
+        start = 0
+        for k, ((name, _), weight, (n, width)) in enumerate(zip(self.table_blocks, self.table_weights, shapes)):
+            out = products[start:start + n * width].view(n, width)
+            if k == 0:
+                torch.addmm(self.bias, tables[name], weight, out=out)
+            else:
+                torch.mm(tables[name], weight, out=out)
+            start += n * width
+        pre = torch.nn.functional.embedding_bag(rows, products.view(-1, self.hidden), mode="sum")
+        core, gate = pre[:len(pre) // 2], pre[len(pre) // 2:]
+        if dense is not None:
+            core_dense, gate_dense = dense_weights or self.dense
+            core.addmm_(dense, core_dense)
+            gate.addmm_(dense, gate_dense)
         for layer in self.core_rest:
             core = layer(core)
         for layer in self.gate_rest:
@@ -250,10 +296,12 @@ class _SplitGatedMLP:
         return g.activation(core) * g.sigmoid(gate)
 
 
-def _angle_mlp(split, atom_feas, bond_feas, angle_feas, bond_graph):
-    """The gated MLP of BondConv / AngleUpdate on cat([bond i, bond j, angle, centre atom]) per angle."""
-    return split([(bond_feas, 0, bond_graph[:, 1]), (bond_feas, 1, bond_graph[:, 2]), (atom_feas, 3, bond_graph[:, 0])],
-                 dense=(angle_feas, 2))
+def _angle_mlp(split, atom_feas, bond_feas, angle_input, angle_rows):
+    """The gated MLP of BondConv / AngleUpdate on cat([bond i, bond j, angle, centre atom]) per angle;
+    angle_input: the angle features, or (angle bases, dense weights through the angle embedding)."""
+    if isinstance(angle_input, tuple):
+        return split({"bond": bond_feas, "atom": atom_feas}, angle_rows, *angle_input)
+    return split({"bond": bond_feas, "atom": atom_feas}, angle_rows, dense=angle_input)
 
 
 def _conv_output(layer, aggregated, previous, norm):
@@ -282,27 +330,30 @@ class _Owners:
         return torch.nn.functional.embedding_bag(self.order, rows, self.offsets, mode="sum")
 
 
-def _atom_conv(layer, split, atom_feas, bond_feas, bond_weights, atom_graph, directed2undirected, centres: _Owners):
-    """CHGNet `AtomConv.forward` with the split gated MLP (input cat([centre atom, bond, neighbour atom]));
-    `centres` sums messages per atom_graph[:, 0]."""
-    messages = split([(atom_feas, 0, atom_graph[:, 0]), (bond_feas, 1, directed2undirected),
-                      (atom_feas, 2, atom_graph[:, 1])])
+def _atom_conv(layer, split, atom_feas, bond_feas, bond_weights, edge_rows, directed2undirected, centres: _Owners):
+    """CHGNet `AtomConv.forward` with the split gated MLP (input cat([centre atom, bond, neighbour atom]) per
+    directed edge, gathered by `edge_rows`); `centres` sums messages per centre atom."""
+    messages = split({"atom": atom_feas, "bond": bond_feas}, edge_rows)
     messages *= bond_weights.index_select(0, directed2undirected)
     return _conv_output(layer, centres.sum(messages), atom_feas, layer.atom_norm)
 
 
-def _bond_conv(layer, split, atom_feas, bond_feas, bond_weights, angle_feas, bond_graph, bonds_i: _Owners):
-    """CHGNet `BondConv.forward` with the split gated MLP; `bonds_i` sums per bond_graph[:, 1]. The weight of
-    bond i multiplies the sum over its angles instead of every angle (the same factor in every term)."""
-    bond_update = _angle_mlp(split, atom_feas, bond_feas, angle_feas, bond_graph)
+def _bond_conv(layer, split, atom_feas, bond_feas, bond_weights, angle_input, bond_graph, angle_rows,
+               bonds_i: _Owners):
+    """CHGNet `BondConv.forward` with the split gated MLP (angle_input as in `_angle_mlp`); `bonds_i` sums per
+    bond_graph[:, 1]. The weight of bond i multiplies the sum over its angles instead of every angle (the same
+    factor in every term)."""
+    bond_update = _angle_mlp(split, atom_feas, bond_feas, angle_input, angle_rows)
     bond_update *= bond_weights.index_select(0, bond_graph[:, 2])
     new_bond_feas = bonds_i.sum(bond_update) * bond_weights
     return _conv_output(layer, new_bond_feas, bond_feas, layer.bond_norm)
 
 
-def _angle_update(layer, split, atom_feas, bond_feas, angle_feas, bond_graph):
-    """CHGNet `AngleUpdate.forward` with the split gated MLP."""
-    new_angle_feas = _angle_mlp(split, atom_feas, bond_feas, angle_feas, bond_graph)
+def _angle_update(layer, split, atom_feas, bond_feas, angle_feas, angle_rows, angle_input=None):
+    """CHGNet `AngleUpdate.forward` with the split gated MLP (its input: angle_input as in `_angle_mlp`, by
+    default angle_feas)."""
+    new_angle_feas = _angle_mlp(split, atom_feas, bond_feas,
+                                angle_feas if angle_input is None else angle_input, angle_rows)
     if layer.resnet:
         new_angle_feas += angle_feas
     if layer.angle_norm is not None:
@@ -332,9 +383,15 @@ class CHGNetAdapter(ModelAdapter):
         if len(model.atom_conv_layers) != 4 or model.readout_norm is None or not model.mlp_first:
             raise RuntimeError("unexpected CHGNet architecture for 0.3.0")
         block = model.atom_embedding.embedding.embedding_dim
-        self._atom_splits = [_SplitGatedMLP(layer.twoBody_atom, block, 3) for layer in model.atom_conv_layers]
-        self._bond_splits = [_SplitGatedMLP(layer.twoBody_bond, block, 4) for layer in model.bond_conv_layers]
-        self._angle_splits = [_SplitGatedMLP(layer.twoBody_bond, block, 4) for layer in model.angle_layers]
+        self._atom_splits = [_SplitGatedMLP(layer.twoBody_atom, block, ATOM_CONV_BLOCKS)
+                             for layer in model.atom_conv_layers]
+        self._bond_splits = [_SplitGatedMLP(layer.twoBody_bond, block, ANGLE_BLOCKS, ANGLE_DENSE_BLOCK)
+                             for layer in model.bond_conv_layers]
+        self._angle_splits = [_SplitGatedMLP(layer.twoBody_bond, block, ANGLE_BLOCKS, ANGLE_DENSE_BLOCK)
+                              for layer in model.angle_layers]
+        # the first block's angle MLPs read the angle embedding: their dense block runs on the 31 angle bases
+        self._basis_dense = [split.dense_through(model.angle_embedding)
+                             for split in (self._bond_splits[0], self._angle_splits[0])]
         self._torch = torch
 
     def default_batch_size(self) -> int:
@@ -384,7 +441,8 @@ class CHGNetAdapter(ModelAdapter):
         features after each atom convolution. The angle update of the last block is skipped: its output is used by
         nothing (the final block is an atom convolution only). Atom convolutions, bond convolutions and angle updates
         run with their first gated-MLP layer split by input block (`_SplitGatedMLP`), the model's own modules
-        otherwise."""
+        otherwise. The first block's bond convolution and angle update take their angle block from the angle bases
+        through the folded embedding (`_SplitGatedMLP.dense_through`)."""
         model = self.model
         atom_feas = model.atom_embedding(g.atomic_numbers - 1)  # H is the first embedding row
         bond_feas = model.bond_embedding(g.bond_bases_ag)
@@ -392,22 +450,31 @@ class CHGNetAdapter(ModelAdapter):
         bond_weights_bg = model.bond_weights_bg(g.bond_bases_bg)
         has_angles = len(g.angle_bases) != 0
         angle_feas = model.angle_embedding(g.angle_bases) if has_angles else None
-        centres = _Owners(g.batched_atom_graph[:, 0], len(atom_feas))
-        bonds_i = _Owners(g.batched_bond_graph[:, 1], len(bond_feas)) if has_angles else None
+        atom_graph, bond_graph = g.batched_atom_graph, g.batched_bond_graph
+        sizes = {"atom": len(atom_feas), "bond": len(bond_feas)}
+        edge_rows = _SplitGatedMLP.gather_rows(ATOM_CONV_BLOCKS, sizes, {
+            ("atom", 0): atom_graph[:, 0], ("atom", 2): atom_graph[:, 1], ("bond", 1): g.directed2undirected})
+        centres = _Owners(atom_graph[:, 0], len(atom_feas))
+        if has_angles:
+            angle_rows = _SplitGatedMLP.gather_rows(ANGLE_BLOCKS, sizes, {
+                ("bond", 0): bond_graph[:, 1], ("bond", 1): bond_graph[:, 2], ("atom", 3): bond_graph[:, 0]})
+            bonds_i = _Owners(bond_graph[:, 1], len(bond_feas))
         states = {}
         blocks = list(zip(model.atom_conv_layers[:-1], model.bond_conv_layers, model.angle_layers, strict=True))
         for idx, (atom_layer, bond_layer, angle_layer) in enumerate(blocks):
             atom_feas = _atom_conv(atom_layer, self._atom_splits[idx], atom_feas, bond_feas, bond_weights_ag,
-                                   g.batched_atom_graph, g.directed2undirected, centres)
+                                   edge_rows, g.directed2undirected, centres)
             states[f"atom_conv_{idx + 1}"] = atom_feas
             if has_angles and bond_layer is not None:
+                bond_input, angle_input = (((g.angle_bases, self._basis_dense[0]), (g.angle_bases, self._basis_dense[1]))
+                                           if idx == 0 else (angle_feas, None))
                 bond_feas = _bond_conv(bond_layer, self._bond_splits[idx], atom_feas, bond_feas, bond_weights_bg,
-                                       angle_feas, g.batched_bond_graph, bonds_i)
+                                       bond_input, bond_graph, angle_rows, bonds_i)
                 if angle_layer is not None and idx < len(blocks) - 1:
                     angle_feas = _angle_update(angle_layer, self._angle_splits[idx], atom_feas, bond_feas,
-                                               angle_feas, g.batched_bond_graph)
+                                               angle_feas, angle_rows, angle_input)
         atom_feas = _atom_conv(model.atom_conv_layers[-1], self._atom_splits[-1], atom_feas, bond_feas,
-                               bond_weights_ag, g.batched_atom_graph, g.directed2undirected, centres)
+                               bond_weights_ag, edge_rows, g.directed2undirected, centres)
         states[f"atom_conv_{len(blocks) + 1}"] = atom_feas
         states["readout_input"] = model.readout_norm(atom_feas)
         return states
