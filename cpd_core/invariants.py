@@ -36,7 +36,7 @@ def split_by_l(features: np.ndarray, irreps: str) -> dict[int, np.ndarray]:
     for (mul, irrep), sl in zip(ir, ir.slices()):
         block = features[:, sl].reshape(len(features), mul, irrep.dim)
         blocks.setdefault(irrep.l, []).append(block)
-    return {l: np.concatenate(parts, axis=1) for l, parts in sorted(blocks.items())}
+    return {l: parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1) for l, parts in sorted(blocks.items())}
 
 
 def _pooling_matrix(n_atoms: np.ndarray):
@@ -52,17 +52,19 @@ def _pooling_matrix(n_atoms: np.ndarray):
                              shape=(len(n_atoms), len(owner)))
 
 
-def _segment_sums(values: np.ndarray, pool) -> np.ndarray:
-    """Sum over each structure's atoms, in float64; values (total_atoms, ...) -> (n_structures, ...)."""
-    flat = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    return np.asarray(pool @ flat).reshape(pool.shape[0], *values.shape[1:])
+def _segment_sums(values: np.ndarray, pool, dtype=np.float64) -> np.ndarray:
+    """Sum over each structure's atoms, accumulated in `dtype`; values (total_atoms, ...) -> (n_structures, ...)."""
+    flat = np.asarray(values, dtype=dtype).reshape(len(values), -1)
+    return np.asarray(pool.astype(dtype, copy=False) @ flat).reshape(pool.shape[0], *values.shape[1:])
 
 
 def pool_invariants(features: np.ndarray, irreps: str, n_atoms: np.ndarray, layer: str) -> dict[str, np.ndarray]:
     """Every pooling x invariant combination for one layer: {feature_key: (n_structures, mul_l)} float32.
 
     Sums are taken once; a mean is the sum divided by the atom count (for pooled_norm, the norm of the mean
-    vector is the norm of the sum over the count)."""
+    vector is the norm of the sum over the count). L=0 sums accumulate in float32 like the features themselves
+    (a float64 copy of a wide layer cost more than the sum); L>0 sums, whose pooled vectors can cancel, in
+    float64."""
     n_atoms = np.asarray(n_atoms, dtype=np.int64)
     if features.shape[0] != n_atoms.sum():
         raise CPDInputError(f"{features.shape[0]} atom rows but the structures hold {n_atoms.sum()} atoms.")
@@ -71,7 +73,7 @@ def pool_invariants(features: np.ndarray, irreps: str, n_atoms: np.ndarray, laye
     out: dict[str, np.ndarray] = {}
     for l, block in split_by_l(np.asarray(features), irreps).items():
         if l == 0:
-            sums = {None: _segment_sums(block[:, :, 0], pool)}
+            sums = {None: _segment_sums(block[:, :, 0], pool, np.float32)}
         else:
             sums = {"atom_norm": _segment_sums(np.linalg.norm(block.astype(np.float64), axis=2), pool),
                     "pooled_norm": np.linalg.norm(_segment_sums(block, pool), axis=2)}

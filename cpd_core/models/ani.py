@@ -24,6 +24,7 @@ from pathlib import Path
 
 import ase
 import numpy as np
+from ase.data import atomic_numbers
 
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, temporary_env
@@ -190,6 +191,8 @@ class ANIAdapter(ModelAdapter):
         self.symbols = symbols
         self.model = model.eval() if model is not None else None
         self._index = {s: i for i, s in enumerate(symbols)}
+        self._index_of_number = np.full(len(atomic_numbers) + 1, -1, dtype=np.int64)  # Z -> index, -1: unsupported
+        self._index_of_number[[atomic_numbers[s] for s in symbols]] = np.arange(len(symbols))
         self._torch = torch
         if model is not None:
             members = list(model.neural_networks.members)
@@ -215,13 +218,15 @@ class ANIAdapter(ModelAdapter):
         flat = [i for i, a in enumerate(atoms_list) if not a.pbc.any()]
         periodic = [i for i, a in enumerate(atoms_list) if a.pbc.any()]
         if flat:
-            n_max = max(len(atoms_list[i]) for i in flat)
-            elem = torch.full((len(flat), n_max), -1, dtype=torch.long)
-            coords = torch.zeros((len(flat), n_max, 3), dtype=torch.float32)
-            for row, i in enumerate(flat):
-                a = atoms_list[i]
-                elem[row, :len(a)] = torch.tensor([self._index[s] for s in a.get_chemical_symbols()])
-                coords[row, :len(a)] = torch.from_numpy(a.positions.astype(np.float32))
+            counts = np.array([len(atoms_list[i]) for i in flat])
+            rows = np.repeat(np.arange(len(flat)), counts)
+            columns = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            numbers = np.concatenate([atoms_list[i].numbers for i in flat])
+            elem = torch.full((len(flat), int(counts.max())), -1, dtype=torch.long)
+            elem[rows, columns] = torch.from_numpy(self._index_of_number[numbers])
+            coords = torch.zeros((len(flat), int(counts.max()), 3), dtype=torch.float32)
+            coords[rows, columns] = torch.from_numpy(
+                np.concatenate([atoms_list[i].positions for i in flat]).astype(np.float32))
             yield flat, elem, coords, None, None
         for i in periodic:
             a = atoms_list[i]
