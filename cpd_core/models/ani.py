@@ -24,10 +24,9 @@ from pathlib import Path
 
 import ase
 import numpy as np
-from ase.data import atomic_numbers
 
 from cpd_core.errors import CPDInputError
-from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, temporary_env
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, index_by_atomic_number, temporary_env
 from cpd_core.models.weights import converted_weights_dir, local_weights
 
 AEV_ID = "ani2x-aev"
@@ -190,9 +189,7 @@ class ANIAdapter(ModelAdapter):
         self.aev_computer = aev_computer.eval()
         self.symbols = symbols
         self.model = model.eval() if model is not None else None
-        self._index = {s: i for i, s in enumerate(symbols)}
-        self._index_of_number = np.full(len(atomic_numbers) + 1, -1, dtype=np.int64)  # Z -> index, -1: unsupported
-        self._index_of_number[[atomic_numbers[s] for s in symbols]] = np.arange(len(symbols))
+        self._index_of_number = index_by_atomic_number(symbols)
         self._torch = torch
         if model is not None:
             members = list(model.neural_networks.members)
@@ -230,7 +227,7 @@ class ANIAdapter(ModelAdapter):
             yield flat, elem, coords, None, None
         for i in periodic:
             a = atoms_list[i]
-            elem = torch.tensor([[self._index[s] for s in a.get_chemical_symbols()]], dtype=torch.long)
+            elem = torch.from_numpy(self._index_of_number[a.numbers])[None]
             coords = torch.from_numpy(a.positions.astype(np.float32))[None]
             cell = torch.from_numpy(np.asarray(a.cell[:], dtype=np.float32))
             yield [i], elem, coords, cell, torch.from_numpy(np.asarray(a.pbc, dtype=bool))

@@ -123,6 +123,16 @@ def _hash_stamped_files(stamped: tuple[tuple[str, int, int], ...]) -> str:
     return h.hexdigest()[:16]
 
 
+def index_by_atomic_number(elements) -> np.ndarray:
+    """Lookup array for a model's element list (symbols or atomic numbers): atomic number -> position in the list,
+    -1 for an element not in it. `lookup[atoms.numbers]` maps a structure's atoms in one step."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    lookup = np.full(len(chemical_symbols), -1, dtype=np.int64)
+    lookup[[atomic_numbers[e] if isinstance(e, str) else int(e) for e in elements]] = np.arange(len(elements))
+    return lookup
+
+
 @contextmanager
 def temporary_env(name: str, value: str | None):
     """Set (or unset, value None) an environment variable inside the block, restoring the old value after."""

@@ -38,7 +38,7 @@ import ase
 import numpy as np
 
 from cpd_core.errors import CPDInputError
-from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, temporary_env
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, index_by_atomic_number, temporary_env
 from cpd_core.models.graphs import radius_edges
 from cpd_core.models.mace_inference import fast_inference
 from cpd_core.models.weights import local_weights
@@ -353,8 +353,7 @@ class MACEAdapter(ModelAdapter):
         mace_data, torch_geometric, torch_tools, utils = _import_mace()
         self._mace_data, self._tg, self._torch_tools = mace_data, torch_geometric, torch_tools
         self.z_table = utils.AtomicNumberTable([int(z) for z in model.atomic_numbers])
-        self._element_index = np.full(max(self.z_table.zs) + 1, -1)  # atomic number -> one-hot column
-        self._element_index[list(self.z_table.zs)] = np.arange(len(self.z_table.zs))
+        self._element_index = index_by_atomic_number(self.z_table.zs)  # atomic number -> one-hot column
         self._keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={})
         self._model_lock = threading.Lock()
 
