@@ -19,8 +19,9 @@ magmom heads, under `torch.inference_mode`), with algebraically exact shortcuts:
 block is skipped (nothing reads it); the atom convolutions, bond convolutions and angle updates split the first
 layer of their gated MLP by input block, so the atom and bond parts are multiplied once per atom / bond instead of
 once per edge / angle; messages are summed per owner by an embedding_bag over rows sorted by owner (CHGNet uses
-index_add_); and a bond convolution multiplies the weight of bond i into the sum over its angles, not into every
-angle. Only the float summation order differs. The tests compare the layers with CHGNet's own outputs (`predict_graph` atom_fea /
+index_add_); a bond convolution multiplies the weight of bond i into the sum over its angles, not into every
+angle; and the first block's angle MLPs take the 31 angle bases through their folded angle embedding. Only the
+float summation order differs. The tests compare the layers with CHGNet's own outputs (`predict_graph` atom_fea /
 crystal_fea) and the energy with its ASE calculator.
 """
 
@@ -264,9 +265,9 @@ class _SplitGatedMLP:
         weight = linear.weight.detach().t()
         return tuple(weight @ d for d in self.dense)
 
-    def __call__(self, tables: dict, rows, dense=None, dense_weights=None):
-        """tables: name -> features; rows: `gather_rows` for this graph; dense: the dense block's features row by
-        row (or, with dense_weights from `dense_through`, that layer's input), or None."""
+    def __call__(self, tables: dict, rows, dense=None):
+        """tables: name -> features; rows: `gather_rows` for this graph; dense: None, or (the dense block's
+        features row by row, None), or (that block's input to a folded layer, weights from `dense_through`)."""
         import torch
 
         shapes = [(len(tables[name]), weight.shape[1]) for (name, _), weight in zip(self.table_blocks,
@@ -283,9 +284,10 @@ class _SplitGatedMLP:
         pre = torch.nn.functional.embedding_bag(rows, products.view(-1, self.hidden), mode="sum")
         core, gate = pre[:len(pre) // 2], pre[len(pre) // 2:]
         if dense is not None:
-            core_dense, gate_dense = dense_weights or self.dense
-            core.addmm_(dense, core_dense)
-            gate.addmm_(dense, gate_dense)
+            features, weights = dense
+            core_dense, gate_dense = weights or self.dense
+            core.addmm_(features, core_dense)
+            gate.addmm_(features, gate_dense)
         for layer in self.core_rest:
             core = layer(core)
         for layer in self.gate_rest:
@@ -298,9 +300,7 @@ class _SplitGatedMLP:
 
 def _angle_mlp(split, atom_feas, bond_feas, angle_input, angle_rows):
     """The gated MLP of BondConv / AngleUpdate on cat([bond i, bond j, angle, centre atom]) per angle;
-    angle_input: the angle features, or (angle bases, dense weights through the angle embedding)."""
-    if isinstance(angle_input, tuple):
-        return split({"bond": bond_feas, "atom": atom_feas}, angle_rows, *angle_input)
+    angle_input: the split's `dense` argument, (angle features, None) or (angle bases, folded weights)."""
     return split({"bond": bond_feas, "atom": atom_feas}, angle_rows, dense=angle_input)
 
 
@@ -349,11 +349,10 @@ def _bond_conv(layer, split, atom_feas, bond_feas, bond_weights, angle_input, bo
     return _conv_output(layer, new_bond_feas, bond_feas, layer.bond_norm)
 
 
-def _angle_update(layer, split, atom_feas, bond_feas, angle_feas, angle_rows, angle_input=None):
-    """CHGNet `AngleUpdate.forward` with the split gated MLP (its input: angle_input as in `_angle_mlp`, by
-    default angle_feas)."""
-    new_angle_feas = _angle_mlp(split, atom_feas, bond_feas,
-                                angle_feas if angle_input is None else angle_input, angle_rows)
+def _angle_update(layer, split, atom_feas, bond_feas, angle_feas, angle_input, angle_rows):
+    """CHGNet `AngleUpdate.forward` with the split gated MLP (angle_input as in `_angle_mlp`; angle_feas for the
+    residual)."""
+    new_angle_feas = _angle_mlp(split, atom_feas, bond_feas, angle_input, angle_rows)
     if layer.resnet:
         new_angle_feas += angle_feas
     if layer.angle_norm is not None:
@@ -466,13 +465,15 @@ class CHGNetAdapter(ModelAdapter):
                                    edge_rows, g.directed2undirected, centres)
             states[f"atom_conv_{idx + 1}"] = atom_feas
             if has_angles and bond_layer is not None:
-                bond_input, angle_input = (((g.angle_bases, self._basis_dense[0]), (g.angle_bases, self._basis_dense[1]))
-                                           if idx == 0 else (angle_feas, None))
+                if idx == 0:  # the angle features are still the embedding of the bases: fold it
+                    bond_input, angle_input = ((g.angle_bases, weights) for weights in self._basis_dense)
+                else:
+                    bond_input = angle_input = (angle_feas, None)
                 bond_feas = _bond_conv(bond_layer, self._bond_splits[idx], atom_feas, bond_feas, bond_weights_bg,
                                        bond_input, bond_graph, angle_rows, bonds_i)
                 if angle_layer is not None and idx < len(blocks) - 1:
                     angle_feas = _angle_update(angle_layer, self._angle_splits[idx], atom_feas, bond_feas,
-                                               angle_feas, angle_rows, angle_input)
+                                               angle_feas, angle_input, angle_rows)
         atom_feas = _atom_conv(model.atom_conv_layers[-1], self._atom_splits[-1], atom_feas, bond_feas,
                                bond_weights_ag, edge_rows, g.directed2undirected, centres)
         states[f"atom_conv_{len(blocks) + 1}"] = atom_feas

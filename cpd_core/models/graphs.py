@@ -24,5 +24,3 @@ def radius_edges(pos, batch, cutoff: float, loop: bool):
     if not loop:
         keep &= i != j
     return torch.stack([j[keep], i[keep]])
-
-

@@ -31,7 +31,7 @@ import ase
 import numpy as np
 
 from cpd_core.errors import CPDInputError
-from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, temporary_forwards
+from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, index_by_atomic_number, temporary_forwards
 from cpd_core.models.graphs import radius_edges
 from cpd_core.models.weights import local_weights
 
@@ -197,6 +197,7 @@ class SO3NetAdapter(ModelAdapter):
         from matgl.ext.ase import Atoms2Graph
 
         self._converter = Atoms2Graph(self.elements, float(self.model.cutoff))
+        self._element_index = index_by_atomic_number(self.elements)  # atomic number -> node type
         self._model_lock = threading.Lock()
         self._dense_product = dense_product(self.model.so3product)
         self._dtype = dtype
@@ -229,16 +230,29 @@ class SO3NetAdapter(ModelAdapter):
         from torch_geometric.data import Data
 
         torch = self._torch
-        index = {s: i for i, s in enumerate(self.elements)}
         counts = torch.tensor([len(a) for a in atoms_list])
         pos = torch.as_tensor(np.concatenate([a.positions for a in atoms_list]))
         batch = torch.repeat_interleave(torch.arange(len(atoms_list)), counts)
         edge_index = radius_edges(pos, batch, float(self.model.cutoff), loop=False).flip(0)  # [source, target]
-        node_type = torch.tensor([index[s] for a in atoms_list for s in a.get_chemical_symbols()])
+        node_type = torch.from_numpy(self._element_index[np.concatenate([a.numbers for a in atoms_list])])
         g = Data(node_type=node_type, pos=pos.to(self._dtype), edge_index=edge_index, batch=batch,
                  pbc_offshift=torch.zeros(edge_index.shape[1], 3, dtype=self._dtype))
         g.num_graphs = len(atoms_list)
         return g
+
+    def _pair_layout(self, g, n_structures: int):
+        """`dense_convolution`'s layout for a batched graph: (molecule, local index) of each atom, the number of
+        structures, the most atoms in one, and each edge's cell (molecule, i, j) in the pair tensors; None when an
+        atom pair is joined by more than one edge (periodic images), which the pair tensors cannot hold."""
+        torch = self._torch
+        counts = torch.bincount(g.batch, minlength=n_structures)
+        local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        n_max = int(counts.max())
+        source, target = g.edge_index.long()
+        pair = (g.batch[source] * n_max + local[source]) * n_max + local[target]
+        if pair.unique().numel() != pair.numel():
+            return None
+        return g.batch, local, n_structures, n_max, pair
 
     def _run(self, atoms_list, dense: bool = True):
         """(matgl feature_dict of the batch, the batched graph); `dense` swaps in `dense_convolution` and
@@ -247,17 +261,12 @@ class SO3NetAdapter(ModelAdapter):
         atoms_list = list(atoms_list)
         self.check_structures(atoms_list)
         g = self._batch(atoms_list)
-        convs = list(self.model.so3convs)
-        counts = torch.bincount(g.batch, minlength=len(atoms_list))
-        local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        n_max = int(counts.max())
-        source, target = g.edge_index.long()
-        pair = (g.batch[source] * n_max + local[source]) * n_max + local[target]  # the edge's cell, per molecule
         replacements = {}
-        if dense and pair.unique().numel() == pair.numel():  # periodic images: matgl's own convolution
-            layout = (g.batch, local, len(atoms_list), n_max, pair)
-            replacements = {conv: dense_convolution(conv, layout) for conv in convs}
-            replacements[self.model.so3product] = self._dense_product
+        if dense:
+            replacements[self.model.so3product] = self._dense_product  # per atom: any graph
+            layout = self._pair_layout(g, len(atoms_list))
+            if layout is not None:  # None with periodic images: matgl's own convolution
+                replacements.update({conv: dense_convolution(conv, layout) for conv in self.model.so3convs})
         with self._model_lock:  # swapped forwards and feature_dict live on the shared model: one run at a time
             with torch.no_grad(), temporary_forwards(replacements):
                 self.model(g=g)
