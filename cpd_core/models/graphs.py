@@ -9,7 +9,8 @@ def radius_edges(pos, batch, cutoff: float, loop: bool):
     """All ordered pairs (j, i) of atoms in the same structure closer than `cutoff` (i != j unless `loop`).
 
     pos (N, 3) float, batch (N,) long with each structure's atoms contiguous and in order.
-    Returns edge_index (2, E) long, with both directions of every pair, as PyG's `radius_graph` does."""
+    Returns edge_index (2, E) long, with both directions of every pair, as PyG's `radius_graph` does; the edges
+    are listed by i (the second row is sorted)."""
     import torch
 
     n = pos.shape[0]

@@ -19,8 +19,11 @@ Speed (extraction only; the model's own forward, used by its ASE calculator, is 
 - molecules (no pbc) get their graph for the whole batch at once (`MACEAdapter.molecule_batch`: every atom pair
   within r_max, as mace's neighbour list gives without pbc) instead of one `AtomicData` per molecule;
 - the symmetric contractions run as `cpd_core.models.mace_inference.FoldedContraction`, with the per-element
-  weights multiplied into the coupling tensors once, instead of once per atom.
-Both are tested against mace's own code.
+  weights multiplied into the coupling tensors once, instead of once per atom;
+- convolutions of scalar node features run as `mace_inference.FusedConvolution`: the message is summed per
+  receiver in one batched matrix product, without the per-edge [edges, channels x harmonics] tensor (the
+  molecule graph lists edges by receiver, so it needs no sorting).
+All are tested against mace's own code (and e3nn's).
 
 Safety: `.model` files are pickles; they are only unpickled when named explicitly (a registered id pointing at
 the project's weights or mace's own downloads, or a path the user gave). `import mace` sets
@@ -394,7 +397,7 @@ class MACEAdapter(ModelAdapter):
         numbers = np.concatenate([a.numbers for a in atoms_list])
         positions = torch.as_tensor(np.concatenate([a.positions for a in atoms_list]), dtype=dtype)
         batch = torch.repeat_interleave(torch.arange(len(atoms_list)), counts)
-        edge_index = radius_edges(positions.double(), batch, self.r_max, loop=False).flip(0)  # sender, receiver
+        edge_index = radius_edges(positions.double(), batch, self.r_max, loop=False)  # sender, receiver (sorted)
         node_attrs = torch.nn.functional.one_hot(torch.as_tensor(self._element_index[numbers]),
                                                  len(self.z_table.zs)).to(dtype)
         n_graphs, n_edges = len(atoms_list), edge_index.shape[1]

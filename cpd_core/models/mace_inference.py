@@ -10,9 +10,18 @@ multiplies them once, T_nu[e] = U_nu . W_nu[e], and then contracts each element'
 the same sums in a different order (float rounding differs; the tests compare with mace's own forward). It runs
 under `torch.no_grad`, only inside the `fast_inference` context used by `cpd_core.models.mace` for extraction;
 the model's own forward (and so its ASE calculator) is left untouched outside it.
+
+The interaction blocks' convolution is rearranged too. e3nn's `TensorProduct` forms, for every edge, the
+weighted sender channels coupled with the edge's harmonics, a [edges, channels x components] tensor that mace
+then sums per receiver. `FusedConvolution` takes the per-receiver sum directly: the edges of each receiver, padded
+to the largest neighbourhood, enter batched matrix products [components, edges] @ [edges, paths x channels]. It is
+called through mace's own `conv_fusion` branch (the hook mace keeps for fused kernels), which passes node features
+and edges instead of per-edge features.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 from cpd_core.models.base import temporary_forwards
 
@@ -70,12 +79,123 @@ class FoldedContraction:
         return r.permute(1, 0, 2)
 
 
+class FusedConvolution:
+    """Callable replacement for an interaction's `conv_tp` (an e3nn `TensorProduct` of node features with the edge
+    harmonics, 'uvu' paths with per-edge weights, as in every MACE interaction) that returns the message summed
+    per receiver.
+
+    For path p (node irrep l1, harmonic l2, output l3) and channel u:
+        message[r, p, u, k] = sum_{edges e into r} sum_i w[e, p, u] x[sender(e), u, i] G_p[e, i, k],
+        G_p[e, i, k] = sum_j C_p[i, j, k] Y_l2(e)[j]
+    with C_p the Wigner 3j symbol of the path times e3nn's path weight. Paths that read the same node irrep share
+    one batched matrix product over the receiver's (edge, i) pairs: [outputs, (edges i)] @ [(edges i), paths x
+    channels]. Use `applies(tp)` to check a product fits."""
+
+    def __init__(self, tp):
+        import torch
+        from e3nn import o3
+
+        self.tp = tp
+        self.channels = tp.irreps_in1[0].mul
+        in1_slices, in2_slices = tp.irreps_in1.slices(), tp.irreps_in2.slices()
+        self.groups = []  # per node irrep read: (its slice, 2 l1 + 1, its paths, coupling [in2 dim, (i, column)])
+        outputs = []  # (output irrep, group, position of the path in its group, first column, width)
+        for i_in1 in sorted({ins.i_in1 for ins in tp.instructions}):
+            paths = [p for p, ins in enumerate(tp.instructions) if ins.i_in1 == i_in1]
+            dim1 = tp.irreps_in1[i_in1].ir.dim
+            n_columns = sum(tp.irreps_out[tp.instructions[p].i_out].ir.dim for p in paths)
+            coupling = torch.zeros(tp.irreps_in2.dim, dim1, n_columns)
+            column = 0
+            for position, p in enumerate(paths):
+                ins = tp.instructions[p]
+                l1, l2, l3 = (tp.irreps_in1[ins.i_in1].ir.l, tp.irreps_in2[ins.i_in2].ir.l,
+                              tp.irreps_out[ins.i_out].ir.l)
+                w3j = ins.path_weight * o3.wigner_3j(l1, l2, l3)             # [i, j, k]
+                coupling[in2_slices[ins.i_in2], :, column:column + 2 * l3 + 1] = w3j.permute(1, 0, 2)
+                outputs.append((ins.i_out, len(self.groups), position, column, 2 * l3 + 1))
+                column += 2 * l3 + 1
+            if paths == list(range(paths[0], paths[-1] + 1)):
+                paths = slice(paths[0], paths[-1] + 1)  # then the weights are taken as a view, not copied
+            self.groups.append((in1_slices[i_in1], dim1, paths, coupling.reshape(tp.irreps_in2.dim, -1)))
+        self.outputs = sorted(outputs)
+
+    @staticmethod
+    def applies(tp) -> bool:
+        """True for the products FusedConvolution reproduces: node irreps of one multiplicity, harmonics of
+        multiplicity 1, every path 'uvu' with per-edge weights, one path per output irrep."""
+        from e3nn.o3 import TensorProduct
+
+        if type(tp) is not TensorProduct or tp.shared_weights or tp.internal_weights:
+            return False
+        channels, outputs = tp.irreps_in1[0].mul, [ins.i_out for ins in tp.instructions]
+        return (all(mul == channels for mul, _ in tp.irreps_in1) and all(mul == 1 for mul, _ in tp.irreps_in2)
+                and all(mul == channels for mul, _ in tp.irreps_out)
+                and sorted(outputs) == list(range(len(tp.irreps_out)))
+                and all(ins.connection_mode == "uvu" and ins.has_weight and ins.path_shape == (channels, 1)
+                        for ins in tp.instructions))
+
+    def __call__(self, node_feats, edge_attrs, tp_weights, edge_index=None):
+        """With edge_index (mace's fused branch): the summed message [nodes, irreps_out.dim]. Without it, the
+        per-edge call of mace's unfused branch: the product's own forward."""
+        import torch
+
+        if edge_index is None:
+            return type(self.tp).forward(self.tp, node_feats, edge_attrs, tp_weights)
+        sender, receiver = edge_index
+        n_nodes, n_edges, channels = node_feats.shape[0], sender.numel(), self.channels
+        if n_edges and not bool((receiver[1:] >= receiver[:-1]).all()):
+            order = torch.argsort(receiver, stable=True)
+            sender, receiver, edge_attrs, tp_weights = (sender[order], receiver[order], edge_attrs[order],
+                                                        tp_weights[order])
+        counts = torch.bincount(receiver, minlength=n_nodes)
+        width = max(int(counts.max()), 1) if n_nodes else 1  # edges of the busiest receiver
+        first = torch.cumsum(counts, 0) - counts
+        slot = receiver * width + torch.arange(n_edges, device=receiver.device) - first[receiver]
+
+        def padded(rows):  # [edges, ...] -> [nodes * width, ...], each receiver's edges in its own block of rows
+            return rows.new_zeros(n_nodes * width, *rows.shape[1:]).index_copy_(0, slot, rows)
+
+        weights = tp_weights.view(n_edges, -1, channels)                       # [edges, paths, channels]
+        sums = []
+        for in1, dim1, paths, coupling in self.groups:
+            x = node_feats[:, in1].view(n_nodes, channels, dim1)[sender]         # [edges, channels, i]
+            picked = weights[:, paths]
+            weighted = picked.new_empty(n_edges, dim1, picked.shape[1], channels)  # [edges, i, paths, channels]
+            torch.mul(x.transpose(1, 2).unsqueeze(2), picked.unsqueeze(1), out=weighted)
+            weighted = padded(weighted.view(n_edges, dim1, -1))                  # [., i, (paths channels)]
+            coupled = padded((edge_attrs @ coupling.to(edge_attrs)).view(n_edges, dim1, -1))  # [., i, columns]
+            sums.append(torch.bmm(coupled.view(n_nodes, width * dim1, -1).transpose(1, 2),
+                                  weighted.view(n_nodes, width * dim1, -1)))   # [nodes, columns, paths x channels]
+        parts = [sums[g][:, column:column + dim, position * channels:(position + 1) * channels]
+                 for _, g, position, column, dim in self.outputs]            # each [nodes, dim, channels]
+        return torch.cat([part.transpose(1, 2).reshape(n_nodes, -1) for part in parts], dim=1)
+
+
+def _replacements(model) -> dict:
+    """module -> inference forward for `model`: a FoldedContraction per symmetric contraction and a
+    FusedConvolution per interaction convolution that fits (built once per model and kept on it)."""
+    cached = getattr(model, "_cpd_fast_forwards", None)
+    if cached is None:
+        contractions = [c for product in model.products for c in product.symmetric_contractions.contractions]
+        cached = {c: FoldedContraction(c) for c in contractions}
+        for interaction in model.interactions:
+            if not hasattr(interaction, "conv_fusion") and FusedConvolution.applies(interaction.conv_tp):
+                cached[interaction.conv_tp] = FusedConvolution(interaction.conv_tp)
+        object.__setattr__(model, "_cpd_fast_forwards", cached)
+    return cached
+
+
+@contextmanager
 def fast_inference(model):
-    """A context in which every symmetric contraction of `model` runs as a FoldedContraction (built once per model
-    and kept on it); the model's own forwards are restored afterwards."""
-    contractions = [c for product in model.products for c in product.symmetric_contractions.contractions]
-    folded = getattr(model, "_cpd_folded_contractions", None)
-    if folded is None:
-        folded = [FoldedContraction(c) for c in contractions]
-        object.__setattr__(model, "_cpd_folded_contractions", folded)
-    return temporary_forwards(dict(zip(contractions, folded)))
+    """A context in which `model` runs with the inference forwards of `_replacements`; the interactions whose
+    convolution is fused take mace's `conv_fusion` branch. Everything is restored afterwards."""
+    replacements = _replacements(model)
+    fused = [it for it in model.interactions if it.conv_tp in replacements]
+    for interaction in fused:
+        object.__setattr__(interaction, "conv_fusion", True)
+    try:
+        with temporary_forwards(replacements):
+            yield
+    finally:
+        for interaction in fused:
+            interaction.__dict__.pop("conv_fusion", None)

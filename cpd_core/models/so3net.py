@@ -114,39 +114,42 @@ def dense_convolution(conv, layout):
     distinct atom pairs (no periodic images).
 
     y_i[s, f] = sum_{s1, s2} C[s1, s2, s] sum_j W_ij[l(s1), f] Y_ij[s1] x_j[s2, f]
-              = sum_{j, s1} P_ij[s1, f] B_j[s1, s, f],  P_ij = W_ij[l(s1)] Y_ij[s1],  B_j = C contracted with x_j.
-    The radial filters W and harmonics Y are placed into per-molecule pair tensors, multiplied there straight into
-    the layout [molecule, f, i, (j, s1)], and the neighbour sum is one batched matrix product per molecule and
-    channel with B [(j, s1), s]. layout = (molecule, local index) of each atom, number of molecules, most atoms in
-    one molecule, and each edge's cell (molecule, i, j) in the flattened pair tensors."""
+              = sum_{s1, j} B_j[s, s1, f] P_ji[s1, f],  P_ji = W_ij[l(s1)] Y_ij[s1],  B_j = C contracted with x_j.
+    The radial filters W and harmonics Y are placed into per-molecule pair tensors laid out [f, molecule, s1, j, i]
+    (the pair index innermost, so building P is a contiguous broadcast product), and the neighbour sum is one
+    batched matrix product per molecule and channel, [s, (s1 j)] @ [(s1 j), i]. Both orientations give the same
+    sums; this one keeps the matrix product's output rows at the molecule's size instead of the 9 components, about
+    2.5x faster on 2 cores. layout = (molecule, local index) of each atom, number of molecules, most atoms in one
+    molecule, and each edge's cell (molecule, j, i) in the flattened pair tensors (j = idx_j, i = idx_i)."""
     import torch
     from matgl.utils.so3 import sh_indices
 
     n_sh = (conv.lmax + 1) ** 2
     cg = torch.zeros(n_sh, n_sh, n_sh, dtype=conv.clebsch_gordan.dtype)
     cg.index_put_((conv.idx_in_1, conv.idx_in_2, conv.idx_out), conv.clebsch_gordan, accumulate=True)
-    cg_by_s2 = cg.permute(1, 0, 2).reshape(n_sh, n_sh * n_sh)           # [s2, (s1 s)]
+    cg_by_s2 = cg.permute(2, 0, 1).reshape(n_sh * n_sh, n_sh)           # [(s s1), s2]
     l_of_component = sh_indices(conv.lmax)[0].tolist()
     blocks = [(l, l_of_component.index(l), l_of_component.index(l) + 2 * l + 1) for l in range(conv.lmax + 1)]
     molecule, local, n_molecules, n_max, pair = layout
     n_pairs = n_molecules * n_max * n_max
+    n_l = conv.lmax + 1
 
     def forward(x, radial_ij, dir_ij, cutoff_ij, idx_i, idx_j):  # idx_i, idx_j: the edges `pair` already places
         n_feat = x.shape[-1]
-        W = (conv.filternet(radial_ij) * cutoff_ij).reshape(-1, conv.lmax + 1, n_feat)
-        dense_shape = (n_molecules, n_max, n_max)
-        W_pairs = x.new_zeros(n_pairs, conv.lmax + 1, n_feat).index_copy_(0, pair, W).view(*dense_shape, -1, n_feat)
-        Y_pairs = x.new_zeros(n_pairs, n_sh).index_copy_(0, pair, dir_ij).view(*dense_shape, n_sh)
-        P = x.new_empty(n_molecules, n_feat, n_max, n_max, n_sh)            # [b, f, i, j, s1]
-        P_view = P.permute(0, 2, 3, 4, 1)                                    # the same memory as [b, i, j, s1, f]
+        W = conv.filternet(radial_ij) * cutoff_ij                           # [edges, (l f)]
+        W_pairs = x.new_zeros(n_l * n_feat, n_pairs).index_copy_(1, pair, W.T)
+        W_pairs = W_pairs.view(n_l, n_feat, n_molecules, 1, n_max, n_max)   # [l, f, b, 1, j, i]
+        Y_pairs = x.new_zeros(n_sh, n_pairs).index_copy_(1, pair, dir_ij.T)
+        Y_pairs = Y_pairs.view(n_sh, n_molecules, n_max, n_max).transpose(0, 1)  # [b, s1, j, i]
+        P = x.new_empty(n_feat, n_molecules, n_sh, n_max, n_max)           # [f, b, s1, j, i]
         for l, start, stop in blocks:
-            torch.mul(W_pairs[:, :, :, l:l + 1, :], Y_pairs[:, :, :, start:stop, None],
-                      out=P_view[:, :, :, start:stop, :])
+            torch.mul(W_pairs[l], Y_pairs[None, :, start:stop], out=P[:, :, start:stop])
         dense_x = x.new_zeros(n_molecules, n_max, n_sh, n_feat)             # [b, j, s2, f]
         dense_x[molecule, local] = x
-        coupled = dense_x.permute(0, 3, 1, 2).reshape(-1, n_sh) @ cg_by_s2.to(x.dtype)  # [(b f j), (s1 s)]
-        y = torch.bmm(P.view(-1, n_max, n_max * n_sh), coupled.view(-1, n_max * n_sh, n_sh))  # [(b f), i, s]
-        return y.view(n_molecules, n_feat, n_max, n_sh).permute(0, 2, 3, 1)[molecule, local]
+        coupled = torch.matmul(cg_by_s2.to(x.dtype), dense_x.permute(3, 0, 2, 1))  # [f, b, (s s1), j]
+        y = torch.bmm(coupled.view(-1, n_sh, n_sh * n_max), P.view(-1, n_sh * n_max, n_max))  # [(f b), s, i]
+        y = y.view(n_feat, n_molecules, n_sh, n_max).permute(1, 3, 2, 0)   # [b, i, s, f]
+        return y.reshape(n_molecules * n_max, n_sh, n_feat).index_select(0, molecule * n_max + local)
 
     return forward
 
@@ -204,7 +207,7 @@ class SO3NetAdapter(ModelAdapter):
         self._torch = torch
 
     def default_batch_size(self) -> int:
-        return 8  # padding to the largest molecule of a batch costs more than small batches do
+        return 16  # larger batches pad more (to the largest molecule); 16 keeps the pair tensors under 32 MB
 
     def _graph(self, atoms):
         g, lattice, _ = self._converter.get_graph(atoms)
@@ -242,14 +245,14 @@ class SO3NetAdapter(ModelAdapter):
 
     def _pair_layout(self, g, n_structures: int):
         """`dense_convolution`'s layout for a batched graph: (molecule, local index) of each atom, the number of
-        structures, the most atoms in one, and each edge's cell (molecule, i, j) in the pair tensors; None when an
+        structures, the most atoms in one, and each edge's cell (molecule, j, i) in the pair tensors; None when an
         atom pair is joined by more than one edge (periodic images), which the pair tensors cannot hold."""
         torch = self._torch
         counts = torch.bincount(g.batch, minlength=n_structures)
         local = torch.arange(len(g.batch)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
         n_max = int(counts.max())
-        source, target = g.edge_index.long()
-        pair = (g.batch[source] * n_max + local[source]) * n_max + local[target]
+        centre, neighbour = g.edge_index.long()  # matgl's idx_i, idx_j
+        pair = (g.batch[centre] * n_max + local[neighbour]) * n_max + local[centre]
         if pair.unique().numel() != pair.numel():
             return None
         return g.batch, local, n_structures, n_max, pair
