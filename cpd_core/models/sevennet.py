@@ -202,8 +202,9 @@ class _FastConvolution:
     For input irrep block l1 (mul u, dim d1) every path (l1, l2 -> l3) is out[k, u] = path_weight * w_e[p, u] *
     sum_ij x_src[i, u] Y_e[j] C^{l1 l2 l3}[i, j, k]. B_e = Y_e @ C (all paths of l1 side by side, path weights
     folded in) is tiny per edge, so a block's messages are one batched matmul B_e (K x d1) @ x_src (d1 x u), times
-    the radial weights, summed into the receiving atoms chunk by chunk (a chunk stays in cache). Columns are put
-    into the module's irreps_out order once per call, per atom."""
+    the radial weights, summed into the receiving atoms chunk by chunk (a chunk stays in cache). The K columns
+    list a block's paths by output L, so the paths of one L take their weights in one broadcast product. Columns
+    are put into the module's irreps_out order once per call, per atom."""
 
     def __init__(self, module, chunk: int = 256):
         import torch
@@ -233,6 +234,7 @@ class _FastConvolution:
         col = t_offset = b_offset = 0
         for i1, members in sorted(by_input.items()):
             mul, d1 = ir1[i1].mul, ir1[i1].ir.dim
+            members = sorted(members, key=lambda n: irout[tp.instructions[n].i_out].ir.dim)  # paths by output L
             widths = [irout[tp.instructions[n].i_out].ir.dim for n in members]
             K = sum(widths)
             C = torch.zeros(ir2.dim, d1, K, dtype=torch.float64)
@@ -249,12 +251,17 @@ class _FastConvolution:
                 u, k = np.meshgrid(np.arange(mul), np.arange(d3), indexing="ij")
                 source_col[start + u * d3 + k] = col + (k0 + k) * mul + u
                 k0 += d3
-            path_of_k = torch.cat([torch.full((d3,), p, dtype=torch.long) for p, (_, d3, _) in enumerate(paths)])
+            runs = []  # consecutive paths of one output L: (first column in K, first path, paths, width)
+            for p, (k0, d3, _) in enumerate(paths):
+                if runs and runs[-1][3] == d3:
+                    runs[-1][2] += 1
+                else:
+                    runs.append([k0, p, 1, d3])
             self.groups.append(dict(start=in_slices[i1].start, stop=in_slices[i1].stop, mul=mul, d1=d1, K=K,
                                     t_start=t_offset, t_stop=t_offset + mul * d1, b_start=b_offset,
                                     b_stop=b_offset + K * d1, w_start=len(weight_order),
                                     w_stop=len(weight_order) + len(paths) * mul, n_paths=len(paths),
-                                    path_of_k=path_of_k))
+                                    runs=[tuple(r) for r in runs]))
             Cs.append(C.permute(0, 2, 1).reshape(ir2.dim, K * d1))
             for _, _, w0 in paths:  # this group's path weights side by side: (paths, mul)
                 weight_order.extend(range(w0, w0 + mul))
@@ -319,9 +326,14 @@ class _FastConvolution:
                     B = B_all[:, g["b_start"]:g["b_stop"]].view(m, K, d1)
                     W = w[:, g["w_start"]:g["w_stop"]].view(m, g["n_paths"], mul)  # (m, paths, mul)
                     if d1 == 1:  # scalars in: x times each path's weights, then times B (outer product)
-                        T = (X * W).index_select(1, g["path_of_k"]).mul_(B)
+                        XW, T = X * W, x.new_empty(m, K, mul)
+                        for k0, p0, n, d3 in g["runs"]:  # the paths of one output L: one broadcast product
+                            torch.mul(XW[:, p0:p0 + n, None, :], B[:, k0:k0 + n * d3].view(m, n, d3, 1),
+                                      out=T[:, k0:k0 + n * d3].view(m, n, d3, mul))
                     else:
-                        T = torch.bmm(B, X).mul_(W.index_select(1, g["path_of_k"]))  # (m, K, mul)
+                        T = torch.bmm(B, X)  # (m, K, mul)
+                        for k0, p0, n, d3 in g["runs"]:
+                            T[:, k0:k0 + n * d3].view(m, n, d3, mul).mul_(W[:, p0:p0 + n, None, :])
                     out.index_add_(0, dst, T.view(m, -1))
         return torch.cat(sums, 1).index_select(1, self.source_col).div(self.module.denominator)
 
