@@ -104,13 +104,13 @@ class FusedConvolution:
             paths = [p for p, ins in enumerate(tp.instructions) if ins.i_in1 == i_in1]
             dim1 = tp.irreps_in1[i_in1].ir.dim
             n_columns = sum(tp.irreps_out[tp.instructions[p].i_out].ir.dim for p in paths)
-            coupling = torch.zeros(tp.irreps_in2.dim, dim1, n_columns)
+            coupling = torch.zeros(tp.irreps_in2.dim, dim1, n_columns, dtype=torch.float64)  # cast per call
             column = 0
             for position, p in enumerate(paths):
                 ins = tp.instructions[p]
                 l1, l2, l3 = (tp.irreps_in1[ins.i_in1].ir.l, tp.irreps_in2[ins.i_in2].ir.l,
                               tp.irreps_out[ins.i_out].ir.l)
-                w3j = ins.path_weight * o3.wigner_3j(l1, l2, l3)             # [i, j, k]
+                w3j = ins.path_weight * o3.wigner_3j(l1, l2, l3, dtype=torch.float64)  # [i, j, k]
                 coupling[in2_slices[ins.i_in2], :, column:column + 2 * l3 + 1] = w3j.permute(1, 0, 2)
                 outputs.append((ins.i_out, len(self.groups), position, column, 2 * l3 + 1))
                 column += 2 * l3 + 1
