@@ -89,7 +89,10 @@ class FusedConvolution:
         G_p[e, i, k] = sum_j C_p[i, j, k] Y_l2(e)[j]
     with C_p the Wigner 3j symbol of the path times e3nn's path weight. Paths that read the same node irrep share
     one batched matrix product over the receiver's (edge, i) pairs: [outputs, (edges i)] @ [(edges i), paths x
-    channels]. Use `applies(tp)` to check a product fits."""
+    channels]. Receivers are taken in chunks of at most MAX_PADDED padded numbers. Use `applies(tp)` to check a
+    product fits."""
+
+    MAX_PADDED = 1 << 24  # numbers in the padded tensors of one chunk of receivers (64 MB in float32)
 
     def __init__(self, tp):
         import torch
@@ -100,6 +103,7 @@ class FusedConvolution:
         in1_slices, in2_slices = tp.irreps_in1.slices(), tp.irreps_in2.slices()
         self.groups = []  # per node irrep read: (its slice, 2 l1 + 1, its paths, coupling [in2 dim, (i, column)])
         outputs = []  # (output irrep, group, position of the path in its group, first column, width)
+        self.per_slot = 1
         for i_in1 in sorted({ins.i_in1 for ins in tp.instructions}):
             paths = [p for p, ins in enumerate(tp.instructions) if ins.i_in1 == i_in1]
             dim1 = tp.irreps_in1[i_in1].ir.dim
@@ -114,6 +118,8 @@ class FusedConvolution:
                 coupling[in2_slices[ins.i_in2], :, column:column + 2 * l3 + 1] = w3j.permute(1, 0, 2)
                 outputs.append((ins.i_out, len(self.groups), position, column, 2 * l3 + 1))
                 column += 2 * l3 + 1
+            # numbers in one padded edge row of this group's weighted and coupled tensors (bounds a chunk's memory)
+            self.per_slot = max(self.per_slot, dim1 * (len(paths) * self.channels + n_columns))
             if paths == list(range(paths[0], paths[-1] + 1)):
                 paths = slice(paths[0], paths[-1] + 1)  # then the weights are taken as a view, not copied
             self.groups.append((in1_slices[i_in1], dim1, paths, coupling.reshape(tp.irreps_in2.dim, -1)))
@@ -142,33 +148,51 @@ class FusedConvolution:
         if edge_index is None:
             return type(self.tp).forward(self.tp, node_feats, edge_attrs, tp_weights)
         sender, receiver = edge_index
-        n_nodes, n_edges, channels = node_feats.shape[0], sender.numel(), self.channels
+        n_nodes, n_edges = node_feats.shape[0], sender.numel()
         if n_edges and not bool((receiver[1:] >= receiver[:-1]).all()):
             order = torch.argsort(receiver, stable=True)
             sender, receiver, edge_attrs, tp_weights = (sender[order], receiver[order], edge_attrs[order],
                                                         tp_weights[order])
+        if n_nodes == 0:
+            return node_feats.new_zeros((0, self.tp.irreps_out.dim))
         counts = torch.bincount(receiver, minlength=n_nodes)
-        width = max(int(counts.max()), 1) if n_nodes else 1  # edges of the busiest receiver
-        first = torch.cumsum(counts, 0) - counts
-        slot = receiver * width + torch.arange(n_edges, device=receiver.device) - first[receiver]
+        width = max(int(counts.max()), 1)  # edges of the busiest receiver
+        ends = torch.cumsum(counts, 0)
+        slot = receiver * width + torch.arange(n_edges, device=receiver.device) - (ends - counts)[receiver]
+        ends = ends.tolist()
+        step = max(1, self.MAX_PADDED // (width * self.per_slot))  # receivers per chunk
+        parts = []
+        for start in range(0, n_nodes, step):
+            stop = min(n_nodes, start + step)
+            lo, hi = (ends[start - 1] if start else 0), ends[stop - 1]
+            parts.append(self._receivers(node_feats, sender[lo:hi], slot[lo:hi] - start * width, edge_attrs[lo:hi],
+                                         tp_weights[lo:hi], stop - start, width))
+        return torch.cat(parts) if len(parts) != 1 else parts[0]
 
-        def padded(rows):  # [edges, ...] -> [nodes * width, ...], each receiver's edges in its own block of rows
-            return rows.new_zeros(n_nodes * width, *rows.shape[1:]).index_copy_(0, slot, rows)
+    def _receivers(self, node_feats, sender, slot, edge_attrs, tp_weights, n_receivers: int, width: int):
+        """The summed message of n_receivers consecutive receivers from their edges (slot: each edge's row in the
+        padded tensors, receiver-local)."""
+        import torch
 
-        weights = tp_weights.view(n_edges, -1, channels)                       # [edges, paths, channels]
+        n_edges, channels = sender.numel(), self.channels
+
+        def padded(rows):  # [edges, ...] -> [receivers * width, ...], each receiver's edges in its own block of rows
+            return rows.new_zeros(n_receivers * width, *rows.shape[1:]).index_copy_(0, slot, rows)
+
+        weights = tp_weights.reshape(n_edges, -1, channels)                    # [edges, paths, channels]
         sums = []
         for in1, dim1, paths, coupling in self.groups:
-            x = node_feats[:, in1].view(n_nodes, channels, dim1)[sender]         # [edges, channels, i]
+            x = node_feats[:, in1].view(-1, channels, dim1)[sender]            # [edges, channels, i]
             picked = weights[:, paths]
             weighted = picked.new_empty(n_edges, dim1, picked.shape[1], channels)  # [edges, i, paths, channels]
             torch.mul(x.transpose(1, 2).unsqueeze(2), picked.unsqueeze(1), out=weighted)
             weighted = padded(weighted.view(n_edges, dim1, -1))                  # [., i, (paths channels)]
             coupled = padded((edge_attrs @ coupling.to(edge_attrs)).view(n_edges, dim1, -1))  # [., i, columns]
-            sums.append(torch.bmm(coupled.view(n_nodes, width * dim1, -1).transpose(1, 2),
-                                  weighted.view(n_nodes, width * dim1, -1)))   # [nodes, columns, paths x channels]
+            sums.append(torch.bmm(coupled.view(n_receivers, width * dim1, -1).transpose(1, 2),
+                                  weighted.view(n_receivers, width * dim1, -1)))  # [., columns, paths x channels]
         parts = [sums[g][:, column:column + dim, position * channels:(position + 1) * channels]
-                 for _, g, position, column, dim in self.outputs]            # each [nodes, dim, channels]
-        return torch.cat([part.transpose(1, 2).reshape(n_nodes, -1) for part in parts], dim=1)
+                 for _, g, position, column, dim in self.outputs]            # each [receivers, dim, channels]
+        return torch.cat([part.transpose(1, 2).reshape(n_receivers, -1) for part in parts], dim=1)
 
 
 def _replacements(model) -> dict:
