@@ -116,6 +116,22 @@ def test_dense_convolution_matches_matgls_own_forward(adapter, molecules):
     assert all("forward" not in conv.__dict__ for conv in adapter.model.so3convs)
 
 
+def test_runs_bound_the_pair_tensors(adapter, molecules, monkeypatch):
+    """A batch whose pair tensors would exceed MAX_PAIRS cells runs in consecutive groups that fit (a structure
+    too large for the bound runs alone), with the same features in the same order as one run."""
+    whole = adapter.forward_batch(molecules)
+    largest = max(len(m) for m in molecules)
+    monkeypatch.setattr(adapter, "MAX_PAIRS", 2 * largest ** 2)  # at most two molecules per run
+    runs = adapter.runs(molecules)
+    assert len(runs) >= 2 and [a for run in runs for a in run] == list(molecules)
+    assert all(len(run) * max(map(len, run)) ** 2 <= adapter.MAX_PAIRS for run in runs)
+    split = adapter.forward_batch(molecules)
+    for name in whole:
+        np.testing.assert_allclose(split[name], whole[name], atol=1e-5 * np.abs(whole[name]).max())
+    monkeypatch.setattr(adapter, "MAX_PAIRS", 1)
+    assert [len(run) for run in adapter.runs(molecules)] == [1] * len(molecules)
+
+
 def test_molecule_graph_matches_matgls_converter(adapter, molecules, monkeypatch):
     """The whole-batch graph of molecules has the edges of matgl's converter and gives the same features."""
     from torch_geometric.data import Batch

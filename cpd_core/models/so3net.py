@@ -18,7 +18,8 @@ Speed: matgl's SO3Convolution multiplies every edge with every non-zero Clebsch-
 [edges, CG entries, channels] that dominate its run time. For extraction the same sum is taken in another order
 (`dense_convolution`): the radial filters and harmonics are placed into per-molecule pair tensors and the sum over
 neighbours is a batched matrix product with the neighbours' features already coupled by the dense Clebsch-Gordan
-tensor (structures with periodic images keep matgl's convolution). Its per-atom tensor product
+tensor (structures with periodic images keep matgl's convolution). A batch runs in groups whose pair tensors
+hold at most `MAX_PAIRS` cells, so large molecules do not multiply the memory by the batch size. Its per-atom tensor product
 (`SO3TensorProduct`) likewise runs with a dense Clebsch-Gordan matrix (`dense_product`). The features agree with
 matgl's own forward pass to float32 rounding (tested); the ASE calculator keeps matgl's code.
 """
@@ -207,7 +208,7 @@ class SO3NetAdapter(ModelAdapter):
         self._torch = torch
 
     def default_batch_size(self) -> int:
-        return 16  # larger batches pad more (to the largest molecule); 16 keeps the pair tensors under 32 MB
+        return 16  # QM9-sized molecules: 16 fit in one run (`runs`), and larger batches pad more
 
     def _graph(self, atoms):
         g, lattice, _ = self._converter.get_graph(atoms)
@@ -285,9 +286,30 @@ class SO3NetAdapter(ModelAdapter):
             parts.append(block.reshape(x.shape[0], -1))
         return torch.cat(parts, dim=1)
 
+    MAX_PAIRS = 1 << 15  # pair cells (molecule, j, i) in one run's dense tensors: P holds 9 x 64 floats per cell
+
+    def runs(self, atoms_list) -> list[list[ase.Atoms]]:
+        """Consecutive structures grouped so that a group's pair tensors (structures x most atoms squared) hold at
+        most MAX_PAIRS cells; a structure larger than that runs alone."""
+        groups, largest = [], 0
+        for atoms in atoms_list:
+            largest_with = max(largest, len(atoms))
+            if groups and (len(groups[-1]) + 1) * largest_with ** 2 <= self.MAX_PAIRS:
+                groups[-1].append(atoms)
+                largest = largest_with
+            else:
+                groups.append([atoms])
+                largest = len(atoms)
+        return groups
+
     def forward_batch(self, atoms_list: list[ase.Atoms], dense: bool = True) -> dict[str, np.ndarray]:
-        features, _ = self._run(atoms_list, dense)
-        return {name: self.to_e3nn(features[name]).cpu().numpy().astype(np.float32) for name in self.info.layers}
+        """Per-atom features of the batch; with `dense`, run in groups whose pair tensors stay bounded (`runs`)."""
+        outputs = []
+        for group in (self.runs(atoms_list) if dense else [list(atoms_list)]):
+            features, _ = self._run(group, dense)
+            outputs.append({name: self.to_e3nn(features[name]).cpu().numpy().astype(np.float32)
+                            for name in self.info.layers})
+        return {name: np.concatenate([out[name] for out in outputs]) for name in self.info.layers}
 
     def ase_calculator(self):
         from matgl.ext.ase import PESCalculator
