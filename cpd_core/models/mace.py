@@ -20,9 +20,9 @@ Speed (extraction only; the model's own forward, used by its ASE calculator, is 
   within r_max, as mace's neighbour list gives without pbc) instead of one `AtomicData` per molecule;
 - the symmetric contractions run as `cpd_core.models.mace_inference.FoldedContraction`, with the per-element
   weights multiplied into the coupling tensors once, instead of once per atom;
-- convolutions of scalar node features run as `mace_inference.FusedConvolution`: the message is summed per
-  receiver in one batched matrix product, without the per-edge [edges, channels x harmonics] tensor (the
-  molecule graph lists edges by receiver, so it needs no sorting).
+- the interaction convolutions run as `mace_inference.FusedConvolution`: the message is summed per receiver in
+  batched matrix products, without the per-edge [edges, channels x components] tensor (the molecule graph lists
+  edges by receiver, so it needs no sorting).
 All are tested against mace's own code (and e3nn's).
 
 Safety: `.model` files are pickles; they are only unpickled when named explicitly (a registered id pointing at

@@ -24,6 +24,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from cpd_core.models.base import temporary_forwards
+from cpd_core.models.couplings import path_coupling
 
 
 class FoldedContraction:
@@ -95,29 +96,19 @@ class FusedConvolution:
     MAX_PADDED = 1 << 24  # numbers in the padded tensors of one chunk of receivers (64 MB in float32)
 
     def __init__(self, tp):
-        import torch
-        from e3nn import o3
-
         self.tp = tp
         self.channels = tp.irreps_in1[0].mul
-        in1_slices, in2_slices = tp.irreps_in1.slices(), tp.irreps_in2.slices()
+        in1_slices = tp.irreps_in1.slices()
         self.groups = []  # per node irrep read: (its slice, 2 l1 + 1, its paths, coupling [in2 dim, (i, column)])
         outputs = []  # (output irrep, group, position of the path in its group, first column, width)
         self.per_slot = 1
         for i_in1 in sorted({ins.i_in1 for ins in tp.instructions}):
             paths = [p for p, ins in enumerate(tp.instructions) if ins.i_in1 == i_in1]
-            dim1 = tp.irreps_in1[i_in1].ir.dim
-            n_columns = sum(tp.irreps_out[tp.instructions[p].i_out].ir.dim for p in paths)
-            coupling = torch.zeros(tp.irreps_in2.dim, dim1, n_columns, dtype=torch.float64)  # cast per call
-            column = 0
-            for position, p in enumerate(paths):
-                ins = tp.instructions[p]
-                l1, l2, l3 = (tp.irreps_in1[ins.i_in1].ir.l, tp.irreps_in2[ins.i_in2].ir.l,
-                              tp.irreps_out[ins.i_out].ir.l)
-                w3j = ins.path_weight * o3.wigner_3j(l1, l2, l3, dtype=torch.float64)  # [i, j, k]
-                coupling[in2_slices[ins.i_in2], :, column:column + 2 * l3 + 1] = w3j.permute(1, 0, 2)
-                outputs.append((ins.i_out, len(self.groups), position, column, 2 * l3 + 1))
-                column += 2 * l3 + 1
+            coupling, firsts = path_coupling(tp, paths)  # float64, cast per call
+            dim1, n_columns = coupling.shape[1:]
+            for position, (p, column) in enumerate(zip(paths, firsts)):
+                i_out = tp.instructions[p].i_out
+                outputs.append((i_out, len(self.groups), position, column, tp.irreps_out[i_out].ir.dim))
             # numbers in one padded edge row of this group's weighted and coupled tensors (bounds a chunk's memory)
             self.per_slot = max(self.per_slot, dim1 * (len(paths) * self.channels + n_columns))
             if paths == list(range(paths[0], paths[-1] + 1)):
@@ -149,12 +140,12 @@ class FusedConvolution:
             return type(self.tp).forward(self.tp, node_feats, edge_attrs, tp_weights)
         sender, receiver = edge_index
         n_nodes, n_edges = node_feats.shape[0], sender.numel()
+        if n_nodes == 0:
+            return node_feats.new_zeros((0, self.tp.irreps_out.dim))
         if n_edges and not bool((receiver[1:] >= receiver[:-1]).all()):
             order = torch.argsort(receiver, stable=True)
             sender, receiver, edge_attrs, tp_weights = (sender[order], receiver[order], edge_attrs[order],
                                                         tp_weights[order])
-        if n_nodes == 0:
-            return node_feats.new_zeros((0, self.tp.irreps_out.dim))
         counts = torch.bincount(receiver, minlength=n_nodes)
         width = max(int(counts.max()), 1)  # edges of the busiest receiver
         ends = torch.cumsum(counts, 0)

@@ -31,6 +31,7 @@ from ase.data import chemical_symbols
 
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.couplings import path_coupling
 from cpd_core.models.weights import local_weights, package_dir
 
 MODEL_IDS = ("sevennet-0", "sevennet-l3i5")
@@ -208,7 +209,6 @@ class _FastConvolution:
 
     def __init__(self, module, chunk: int = 256):
         import torch
-        from e3nn import o3
 
         tp = module.convolution
         self.module = module
@@ -227,7 +227,7 @@ class _FastConvolution:
         by_input: dict[int, list[int]] = {}
         for n, ins in enumerate(tp.instructions):
             by_input.setdefault(ins.i_in1, []).append(n)
-        in_slices, f_slices, out_slices = ir1.slices(), ir2.slices(), irout.slices()
+        in_slices, out_slices = ir1.slices(), irout.slices()
         source_col = np.full(irout.dim, -1, dtype=np.int64)
         self.groups = []
         Cs, weight_order = [], []
@@ -235,22 +235,16 @@ class _FastConvolution:
         for i1, members in sorted(by_input.items()):
             mul, d1 = ir1[i1].mul, ir1[i1].ir.dim
             members = sorted(members, key=lambda n: irout[tp.instructions[n].i_out].ir.dim)  # paths by output L
-            widths = [irout[tp.instructions[n].i_out].ir.dim for n in members]
-            K = sum(widths)
-            C = torch.zeros(ir2.dim, d1, K, dtype=torch.float64)
+            C, firsts = path_coupling(tp, members)  # [ir2.dim, d1, K]
+            K = C.shape[2]
             paths = []  # (first column in K, width, first weight column)
-            k0 = 0
-            for n, d3 in zip(members, widths):
+            for n, k0 in zip(members, firsts):
                 ins = tp.instructions[n]
-                l1, l2, l3 = ir1[ins.i_in1].ir.l, ir2[ins.i_in2].ir.l, irout[ins.i_out].ir.l
-                w3j = o3.wigner_3j(l1, l2, l3, dtype=torch.float64)  # (d1, d2, d3)
-                s2 = f_slices[ins.i_in2]
-                C[s2.start:s2.stop, :, k0:k0 + d3] = ins.path_weight * w3j.permute(1, 0, 2)
+                d3 = irout[ins.i_out].ir.dim
                 paths.append((k0, d3, weight_offsets[n]))
                 start = out_slices[ins.i_out].start
                 u, k = np.meshgrid(np.arange(mul), np.arange(d3), indexing="ij")
                 source_col[start + u * d3 + k] = col + (k0 + k) * mul + u
-                k0 += d3
             runs = []  # consecutive paths of one output L: (first column in K, first path, paths, width)
             for p, (k0, d3, _) in enumerate(paths):
                 if runs and runs[-1][3] == d3:

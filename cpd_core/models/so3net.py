@@ -19,9 +19,9 @@ Speed: matgl's SO3Convolution multiplies every edge with every non-zero Clebsch-
 (`dense_convolution`): the radial filters and harmonics are placed into per-molecule pair tensors and the sum over
 neighbours is a batched matrix product with the neighbours' features already coupled by the dense Clebsch-Gordan
 tensor (structures with periodic images keep matgl's convolution). A batch runs in groups whose pair tensors
-hold at most `MAX_PAIRS` cells, so large molecules do not multiply the memory by the batch size. Its per-atom tensor product
-(`SO3TensorProduct`) likewise runs with a dense Clebsch-Gordan matrix (`dense_product`). The features agree with
-matgl's own forward pass to float32 rounding (tested); the ASE calculator keeps matgl's code.
+hold at most `MAX_PAIRS` cells, so large molecules do not multiply the memory by the batch size. Its per-atom
+tensor product (`SO3TensorProduct`) likewise runs with a dense Clebsch-Gordan matrix (`dense_product`). The
+features agree with matgl's own forward pass to float32 rounding (tested); the ASE calculator keeps matgl's code.
 """
 
 from __future__ import annotations
