@@ -66,7 +66,7 @@ def test_radius_graph_matches_ase(molecules):
 
 
 def test_radius_graph_of_large_structures_uses_a_neighbour_list(molecules, monkeypatch):
-    """Structures above LARGE_STRUCTURE atoms take their edges from ASE's neighbour list: the same edges in the
+    """Structures above LARGE_MOLECULE atoms take their edges from ASE's neighbour list: the same edges in the
     same order (by receiver, then sender) as all pairs, with small and large structures mixed in one batch."""
     from cpd_core.models import graphs
 
@@ -75,8 +75,8 @@ def test_radius_graph_of_large_structures_uses_a_neighbour_list(molecules, monke
     batch = torch.repeat_interleave(torch.arange(3), torch.tensor([len(a) for a in trio]))
     for loop in (False, True):
         all_pairs = radius_edges(pos, batch, 3.0, loop=loop)
-        monkeypatch.setattr(graphs, "LARGE_STRUCTURE", min(len(a) for a in trio))  # all but the smallest
-        large = torch.bincount(batch) > graphs.LARGE_STRUCTURE
+        monkeypatch.setattr(graphs, "LARGE_MOLECULE", min(len(a) for a in trio))  # all but the smallest
+        large = torch.bincount(batch) > graphs.LARGE_MOLECULE
         assert bool(large.any()) and not bool(large.all())
         assert torch.equal(radius_edges(pos, batch, 3.0, loop=loop), all_pairs)
         monkeypatch.undo()

@@ -38,6 +38,7 @@ from ase.data import chemical_symbols
 
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
+from cpd_core.models.graphs import LARGE_MOLECULE  # larger molecules go through CHGNet's converter (boxed)
 from cpd_core.models.weights import local_weights, package_dir
 
 MODEL_IDS = ("chgnet-0.3.0",)
@@ -45,7 +46,6 @@ FAMILY = "learned invariant"
 ATOM_GRAPH_CUTOFF = 6.0
 BOND_GRAPH_CUTOFF = 3.0
 BOX_MARGIN = 1.0
-LARGE_MOLECULE = 400  # larger molecules go through CHGNet's converter (boxed) instead of the all-pairs graph
 CHECKPOINT = "chgnet_0.3.0_e29f68s314m37.pth.tar"
 ELEMENTS = tuple(chemical_symbols[z] for z in range(1, 95))  # CHGNet's atom embedding covers Z = 1..94
 LAYERS = {

@@ -1,12 +1,12 @@
 """Radius graphs of many molecules at once, in torch: every ordered pair of atoms of the same structure within a
 cutoff, with no Python loop over structures. Used by the adapters whose packages would otherwise build one graph
 per molecule (PyG models, MACE, SO3Net); periodic structures keep each package's own neighbour list. Structures
-with more than LARGE_STRUCTURE atoms take their edges from ASE's neighbour list (a cell list) instead, as all
+with more than LARGE_MOLECULE atoms take their edges from ASE's neighbour list (a cell list) instead, as all
 pairs would cost O(n^2) memory."""
 
 from __future__ import annotations
 
-LARGE_STRUCTURE = 400  # atoms
+LARGE_MOLECULE = 400  # atoms; the one threshold of every adapter that builds molecule graphs from all pairs
 
 
 def radius_edges(pos, batch, cutoff: float, loop: bool):
@@ -17,7 +17,7 @@ def radius_edges(pos, batch, cutoff: float, loop: bool):
     are listed by i, then j (the second row is sorted)."""
     import torch
 
-    large = torch.bincount(batch) > LARGE_STRUCTURE
+    large = torch.bincount(batch) > LARGE_MOLECULE
     if not bool(large.any()):
         return _all_pairs(pos, batch, cutoff, loop)
     in_large = large[batch]

@@ -32,12 +32,12 @@ from ase.data import chemical_symbols
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash
 from cpd_core.models.couplings import path_coupling
+from cpd_core.models.graphs import LARGE_MOLECULE  # larger molecules use a neighbour list instead of all pairs
 from cpd_core.models.weights import local_weights, package_dir
 
 MODEL_IDS = ("sevennet-0", "sevennet-l3i5")
 FAMILY = "tensor-product equivariant"
 CUTOFF = 5.0
-LARGE_MOLECULE = 400  # molecules with more atoms use a neighbour list instead of all pairs
 
 # Z in both checkpoints' type maps: 1..94 except Po, At, Rn, Fr, Ra (checked against the loaded model in the tests)
 _MISSING_Z = {84, 85, 86, 87, 88}
