@@ -8,8 +8,8 @@ Goal: >= 10x for every model; full QM9 through SevenNet-0 in <= 30 min on 2 core
 N molecules also go through the cache path with W worker processes (`cached_invariants(workers=W)`, a fresh
 temporary cache, model loading included); its ratio to the ASE loop and the projection for full QM9 are
 printed too. Torch's thread count is the process default unless OMP_NUM_THREADS is set (one thread per worker).
-Both sides run in the same process after the warm-up extraction, so `cpd_core.memory.keep_freed_memory` (set by
-the first extraction, process-wide) applies to the ASE loop as well.
+Both sides run in the same process after the warm-up extraction, so
+`cpd_core.representations.memory.keep_freed_memory` (set by the first extraction, process-wide) applies to the ASE loop as well.
 
 Run: python benchmarks/bench_extraction.py [--models sevennet-0 mace-spice ...] [--n 1000] [--loop-n 100]
      [--workers 2]
@@ -26,10 +26,10 @@ from unittest import mock
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cpd_core.analysis import supported_subset  # noqa: E402
-from cpd_core.cache import cached_invariants  # noqa: E402
+from cpd_core.study.analysis import supported_subset  # noqa: E402
+from cpd_core.representations.cache import cached_invariants  # noqa: E402
 from cpd_core.data.qm9 import N_MOLECULES, load_qm9  # noqa: E402
-from cpd_core.extract import extract_invariants  # noqa: E402
+from cpd_core.representations.extract import extract_invariants  # noqa: E402
 from cpd_core.models import load_model, model_ids, offline_available  # noqa: E402
 
 

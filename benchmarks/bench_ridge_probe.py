@@ -6,7 +6,7 @@
    equivalent of our default). Same outer folds, same alphas; prints times and ratios.
 2. The grid the dashboard needs: 8 models x 6 layers x 3 channels (dims 128, 64, 32) x 5 targets on 10,000
    structures, R²_full + R²_geom (+ shared R²_comp) with 5-fold CV, through `cpd_grid` (per-group statistics,
-   `cpd_core.ridge_folds`). Goal: 10 s or less on 2 cores. Timed three times with the default criterion, then
+   `cpd_core.engine.ridge_folds`). Goal: 10 s or less on 2 cores. Timed three times with the default criterion, then
    once each with LOO and GCV.
 
 Synthetic features with a planted composition and geometric part (timing does not depend on the values).
@@ -27,8 +27,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cpd_core.cpd import cpd_grid, fold_indices  # noqa: E402
-from cpd_core.probes import CRITERIA, DEFAULT_ALPHAS, DEFAULT_CRITERION, RidgeProbe  # noqa: E402
+from cpd_core.engine.scores import cpd_grid, fold_indices  # noqa: E402
+from cpd_core.engine.probes import CRITERIA, DEFAULT_ALPHAS, DEFAULT_CRITERION, RidgeProbe  # noqa: E402
 
 
 def planted(n: int, d: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

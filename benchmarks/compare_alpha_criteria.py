@@ -4,7 +4,7 @@ default), exact leave-one-out and GCV.
 Runs the CPD grid (every layer and L channel of each model, 4 targets, 5 shuffled folds) once per criterion and
 prints how far the R² values of LOO and GCV move from the default's and which scores higher out of fold; then
 the gap's R²_geom of each model's last layer under the transductive projection, where GCV can fail (see
-cpd_core/probes.py). Representations come from the cache and are computed if missing (a few minutes for the
+cpd_core/engine/probes.py). Representations come from the cache and are computed if missing (a few minutes for the
 default models on 2,000 molecules).
 
 Run: python benchmarks/compare_alpha_criteria.py [--n 2000] [--models ani2x-aev mace-spice ...]
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cpd_core.analysis import feature_sets  # noqa: E402
-from cpd_core.cpd import cpd_grid, cpd_scores  # noqa: E402
+from cpd_core.study.analysis import feature_sets  # noqa: E402
+from cpd_core.engine.scores import cpd_grid, cpd_scores  # noqa: E402
 from cpd_core.data import load_dataset  # noqa: E402
 from cpd_core.data.composition import composition_matrix  # noqa: E402
-from cpd_core.probes import CRITERIA, DEFAULT_CRITERION  # noqa: E402
+from cpd_core.engine.probes import CRITERIA, DEFAULT_CRITERION  # noqa: E402
 
 TARGETS = ["gap", "dipole", "polarizability", "U0"]
 MODELS = ["ani2x-aev", "ani2x-nets", "mace-spice", "mace-qm9-gap", "visnet-qm9-gap", "schnet-qm9-gap"]

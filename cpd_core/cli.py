@@ -1,4 +1,7 @@
-"""Command line: `python -m cpd_core <command>`. Bad input ends with a one-line message, not a traceback."""
+"""Command line: `python -m cpd_core <command>`. Bad input ends with a one-line message, not a traceback.
+
+Stage: interface (the command line over every stage).
+"""
 
 from __future__ import annotations
 
@@ -88,11 +91,16 @@ def probe(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
 ):
     """R²_full, R²_comp and R²_geom of one target with shuffled K-fold CV."""
-    from cpd_core.cpd import cpd_scores
-    from cpd_core.probes import ridge_params
+    from cpd_core.engine.scores import cpd_scores
+    from cpd_core.engine.probes import ridge_params
 
     H = load_array(features, "features")
     C = load_array(composition, "composition")
+    for what, path, array in (("Features", features, H), ("Composition", composition, C)):
+        if array.ndim != 2:
+            raise CPDInputError(
+                f"{what} must be a 2-D array (one row per structure); {path} has shape {array.shape}. Reshape it "
+                "and save again: a single column as a.reshape(-1, 1), per-structure blocks as a.reshape(len(a), -1).")
     y = load_array(target, "target")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -102,6 +110,9 @@ def probe(
     result = cpd_scores(H, C, y, probe=probe_name, folds=folds, seed=seed, projection=projection,
                         probe_params=params, split=split)[0]
     out = result.to_dict()
+    if out["n_dropped"]:
+        typer.echo(f"warning: dropped {out['n_dropped']} structure(s) whose target is NaN or infinite; "
+                   f"{out['n']} used.", err=True)
     if as_json:
         typer.echo(json.dumps(out))
         return
@@ -154,16 +165,25 @@ def embed(
     invariant: str = typer.Option("pooled_norm", help="L>0 invariant: pooled_norm | atom_norm"),
     batch_size: Optional[int] = typer.Option(None, help="Structures per forward pass"),
     workers: int = typer.Option(1, help="Worker processes (one model copy and one torch thread each)"),
+    trust_model_file: bool = typer.Option(False, "--trust-model-file",
+                                          help="Allow unpickling the mace-file:<path> model named by --model "
+                                               "(a .model file is a pickle: loading it runs code from the file)"),
 ):
     """Per-structure invariant vectors of every layer and L channel, written as `<layer>/L<l>` arrays."""
     from tqdm import tqdm
 
-    from cpd_core.cache import cached_invariants
-    from cpd_core.invariants import INVARIANTS, POOLINGS, feature_key
+    from cpd_core.representations.cache import cached_invariants
+    from cpd_core.representations.invariants import INVARIANTS, POOLINGS, feature_key
     from cpd_core.models import describe_model
 
     if pooling not in POOLINGS or invariant not in INVARIANTS:
         raise CPDInputError(f"--pooling must be one of {POOLINGS} and --invariant one of {INVARIANTS}.")
+    if trust_model_file:
+        from cpd_core.models.mace import FILE_PREFIX, trust_model_file as trust
+
+        if not model.startswith(FILE_PREFIX):
+            raise CPDInputError("--trust-model-file applies to --model mace-file:<path> only.")
+        trust(model[len(FILE_PREFIX):])
     structures = _structures_for(input_file, dataset, n, seed)
     info = describe_model(model)
     with tqdm(total=len(structures), unit="structure", desc=model) as bar:
@@ -219,7 +239,7 @@ def report(
     mp_models: Optional[str] = typer.Option(None, help="Comma-separated MP model ids; '' for none"),
 ):
     """Run the paper's experiments and write a Markdown + HTML report with claims, tables and figures."""
-    from cpd_core.report import ReportConfig, run_experiments, write_report
+    from cpd_core.study.report import ReportConfig, run_experiments, write_report
 
     try:
         config = ReportConfig.preset(size)

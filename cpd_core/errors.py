@@ -1,4 +1,7 @@
-"""One exception type for bad user input, so the CLI and the app can show a message instead of a traceback."""
+"""One exception type for bad user input, so the CLI and the app can show a message instead of a traceback.
+
+Stage: shared by every stage.
+"""
 
 
 class CPDInputError(ValueError):

@@ -1,4 +1,7 @@
-"""Where the project finds its cache, the shared data and local weights (all overridable by env variables)."""
+"""Where the project finds its cache, the shared data and local weights (all overridable by env variables).
+
+Stage: shared by every stage.
+"""
 
 from __future__ import annotations
 

@@ -49,8 +49,43 @@ def isolated_cache_dir(tmp_path, monkeypatch):
     from cpd_core.data.qm9 import load_qm9
 
     load_qm9()
-    import cpd_core.cache as cache
+    import cpd_core.representations.cache as cache
 
     root = tmp_path / "embeddings"
     monkeypatch.setattr(cache, "embeddings_root", lambda: (root.mkdir(exist_ok=True), root)[1])
     return root
+
+
+@pytest.fixture
+def probe_arrays(tmp_path, planted):
+    """The planted H, C and y_geom saved as .npy files for the `probe` command: {"H", "C", "y"} -> path."""
+    paths = {}
+    for name, value in (("H", planted["H"]), ("C", planted["C"]), ("y", planted["y_geom"])):
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], value)
+    return paths
+
+
+class _Payload:
+    """Unpickling this runs code: it writes `marker` (a harmless stand-in for a malicious payload)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+@pytest.fixture
+def code_payload(tmp_path):
+    """(save(obj_or_None, path) -> path, marker): torch.save of a pickle that writes `marker` when unpickled;
+    with obj, the payload sits inside obj["payload"]."""
+    import torch
+
+    marker = tmp_path / "payload-ran"
+
+    def save(path, obj=None):
+        torch.save(_Payload(marker) if obj is None else {**obj, "payload": _Payload(marker)}, path)
+        return path
+
+    return save, marker

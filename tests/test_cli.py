@@ -14,12 +14,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def arrays(tmp_path, planted):
-    paths = {}
-    for name, value in (("H", planted["H"]), ("C", planted["C"]), ("y", planted["y_geom"])):
-        paths[name] = tmp_path / f"{name}.npy"
-        np.save(paths[name], value)
-    return paths
+def arrays(probe_arrays):
+    return probe_arrays
 
 
 def _probe_args(p, *extra):
@@ -125,3 +121,21 @@ def test_embed_unsupported_element_is_a_clear_error(tmp_path, isolated_cache_dir
     assert result.exit_code == 2 and "Si" in result.stderr and "Traceback" not in result.output
     both = runner.invoke(app, ["embed", "--model", "ani2x-aev", "--out", str(tmp_path / "x.npz")])
     assert both.exit_code == 2 and "exactly one" in both.stderr
+
+
+def test_embed_refuses_an_untrusted_model_file(tmp_path, monkeypatch, code_payload):
+    """A `.model` file is a pickle: `embed` unpickles a user's file only with --trust-model-file."""
+    from cpd_core.models.mace import TRUSTED_FILES_ENV
+
+    monkeypatch.delenv(TRUSTED_FILES_ENV, raising=False)
+    save, marker = code_payload
+    model = save(tmp_path / "payload.model")
+    args = ["embed", "--model", f"mace-file:{model}", "--dataset", "qm9", "--n", "10", "--out", str(tmp_path / "o.npz")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--trust-model-file" in result.output and not marker.exists()
+    assert not (tmp_path / "o.npz").exists()
+    result = CliRunner().invoke(app, args + ["--trust-model-file"])
+    assert result.exit_code == 2 and "is not a MACE model" in result.output and marker.exists()
+    result = CliRunner().invoke(app, ["embed", "--model", "ani2x-aev", "--dataset", "qm9", "--n", "10",
+                                      "--out", str(tmp_path / "a.npz"), "--trust-model-file"])
+    assert result.exit_code == 2 and "mace-file:<path> only" in result.output

@@ -1,6 +1,8 @@
 """Composition matrix of a structure set: one column per element present, counts (default) or fractions.
 
 The intercept is not a column here: the composition projector adds it.
+
+Stage: data (stage 1 of 5).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Targets from each frame's info (band gap, formation energy per atom, total magnetization, Fermi energy) plus
 density and volume per atom computed from the structure. Parsed once and cached; the paper's 2,000-crystal
 subset is `load_mp(n=2000, seed=...)`, not a separate file.
+
+Stage: data (stage 1 of 5).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 from ase.units import _amu
 from filelock import FileLock
 

@@ -2,6 +2,8 @@
 
 The CSV files are located through `importlib` (qm9pack's own helper imports `pkg_resources`). Energies
 in Hartree are converted to eV; target units are recorded in `StructureSet.units`.
+
+Stage: data (stage 1 of 5).
 """
 
 from __future__ import annotations

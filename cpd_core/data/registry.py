@@ -1,4 +1,7 @@
-"""One place that lists the datasets, says whether each is available here, and loads them by name."""
+"""One place that lists the datasets, says whether each is available here, and loads them by name.
+
+Stage: data (stage 1 of 5).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Every dataset (QM9, Materials Project, the user's files) becomes a `StructureSet`: flat atom arrays with
 offsets, so that 130k molecules load from disk in about a second and subsets are cheap; `ase.Atoms` objects
 are made on demand for the model adapters and the 3D viewer.
+
+Stage: data (stage 1 of 5).
 """
 
 from __future__ import annotations

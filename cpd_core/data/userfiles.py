@@ -2,6 +2,8 @@
 
 Compressed files are decompressed into memory first and parsed from there: ASE reading a gzipped multi-frame
 file directly seeks back and forth in the compressed stream and becomes quadratic (minutes for 36k frames).
+
+Stage: data (stage 1 of 5).
 """
 
 from __future__ import annotations
@@ -48,9 +50,29 @@ def _read_db(path: Path) -> list:
     return frames
 
 
+def _frames(source, fmt: str) -> list:
+    """Every frame of `source` in order; a parse error names the frame where reading stopped."""
+    frames = []
+    try:
+        for atoms in ase.io.iread(source, index=":", format=fmt):
+            frames.append(atoms)
+    except Exception as exc:  # ASE raises many different types for malformed files
+        raise _FrameError(len(frames) + 1, exc) from exc
+    return frames
+
+
+class _FrameError(Exception):
+    def __init__(self, frame: int, cause: Exception):
+        super().__init__(frame, cause)
+        self.frame, self.cause = frame, cause
+
+
 def read_atoms(path: str | Path, format: str | None = None) -> list:
     """All frames of a structure file as `ase.Atoms`, in file order; clear errors for missing or bad files."""
     path = Path(path)
+    if path.is_dir():
+        raise CPDInputError(f"{path} is a directory, not a structure file. Name one file inside it (extxyz, xyz, "
+                            "CIF, POSCAR, ASE database), or join the files into one extxyz file first.")
     if not path.is_file():
         raise CPDInputError(f"Structure file not found: {path}. Check the path (any file ase.io reads works).")
     suffix = path.suffix.lower()
@@ -65,12 +87,20 @@ def read_atoms(path: str | Path, format: str | None = None) -> list:
                     f"Cannot tell the format of {path.name}: name the inner file like 'structures.extxyz.gz' "
                     "or pass the format explicitly (e.g. format='extxyz')."
                 )
-            frames = ase.io.read(io.StringIO(data.decode()), index=":", format=fmt)
+            frames = _frames(io.StringIO(data.decode()), fmt)
         else:
             fmt = format or _guess_format(path.name, None) or filetype(str(path), guess=True)
-            frames = _read_db(path) if fmt == "db" else ase.io.read(str(path), index=":", format=fmt)
+            frames = _read_db(path) if fmt == "db" else _frames(str(path), fmt)
     except CPDInputError:
         raise
+    except _FrameError as exc:
+        where = (f"parsing stopped inside frame {exc.frame} (frames 1-{exc.frame - 1} were read)" if exc.frame > 1
+                 else "parsing stopped in its first frame")
+        raise CPDInputError(
+            f"Could not read {path.name} as a structure file: {where} ({type(exc.cause).__name__}: {exc.cause}). "
+            "The file may be truncated or malformed there: fix or remove that frame, or use a format ase.io reads "
+            "(extxyz, xyz, CIF, POSCAR, ASE database)."
+        ) from exc.cause
     except Exception as exc:  # ASE raises many different types for malformed files
         raise CPDInputError(
             f"Could not read {path.name} as a structure file ({type(exc).__name__}: {exc}). "

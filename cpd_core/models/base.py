@@ -2,7 +2,10 @@
 
 An adapter turns a batch of `ase.Atoms` into per-atom layer *states* (not increments), one array per layer,
 with the layer's irrep layout as an e3nn `Irreps` string. Pooling and invariants are model-independent and
-live in `cpd_core.invariants`; batching, progress and caching live in `cpd_core.extract`.
+live in `cpd_core.representations.invariants`; batching, progress and caching live in
+`cpd_core.representations.extract`.
+
+Stage: models (stage 2 of 5).
 """
 
 from __future__ import annotations
@@ -77,24 +80,48 @@ class ModelAdapter(ABC):
         return None
 
     def check_structures(self, atoms_list: list[ase.Atoms]) -> None:
-        """Raise CPDInputError naming the problem for empty structures, unsupported elements, or a molecule
-        given to a crystal model."""
-        supported = set(self.info.elements)
-        for i, atoms in enumerate(atoms_list):
-            if len(atoms) == 0:
-                raise CPDInputError(f"Structure {i} has no atoms; remove it before extracting with {self.info.id}.")
-            bad = sorted(set(atoms.get_chemical_symbols()) - supported)
-            if bad:
-                raise CPDInputError(
-                    f"{self.info.id} does not support element(s) {', '.join(bad)} (structure {i}, "
-                    f"{atoms.get_chemical_formula()}); it supports {', '.join(self.info.elements)}. "
-                    "Choose another model or remove those structures."
-                )
-            if self.info.input == "crystals" and not atoms.pbc.any():
-                raise CPDInputError(
-                    f"{self.info.id} is a crystal model but structure {i} ({atoms.get_chemical_formula()}) has no "
-                    "periodic cell. Give it a cell with pbc=True, or choose a molecular model."
-                )
+        """Raise CPDInputError listing every structure this model cannot take (see `structure_problems`)."""
+        message = structure_problems(self.info, atoms_list)
+        if message:
+            raise CPDInputError(message)
+
+
+MAX_LISTED = 10  # structures named in a message; the rest are counted
+
+
+def listed(items: list[str]) -> str:
+    """The first MAX_LISTED items, then how many more."""
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+def structure_problems(info: ModelInfo, atoms_list) -> str | None:
+    """One message naming every structure the model cannot take (empty ones, unsupported elements, a molecule
+    given to a crystal model) and the fix; None when all are fine. Structures are numbered from 0, in input order."""
+    supported = set(info.elements)
+    empty, foreign, molecules, elements = [], [], [], set()
+    for i, atoms in enumerate(atoms_list):
+        if len(atoms) == 0:
+            empty.append(str(i))
+            continue
+        bad = set(atoms.get_chemical_symbols()) - supported
+        if bad:
+            foreign.append(f"{i} ({atoms.get_chemical_formula()})")
+            elements |= bad
+        elif info.input == "crystals" and not atoms.pbc.any():
+            molecules.append(f"{i} ({atoms.get_chemical_formula()})")
+    parts = []
+    if empty:
+        parts.append(f"{len(empty)} structure(s) have no atoms (structure {listed(empty)}); remove them before "
+                     f"extracting with {info.id}.")
+    if foreign:
+        parts.append(f"{info.id} does not support element(s) {', '.join(sorted(elements))}, found in "
+                     f"{len(foreign)} structure(s): {listed(foreign)}. It supports {', '.join(info.elements)}. "
+                     "Choose another model or remove those structures.")
+    if molecules:
+        parts.append(f"{info.id} is a crystal model but {len(molecules)} structure(s) have no periodic cell: "
+                     f"{listed(molecules)}. Give them a cell with pbc=True, or choose a molecular model.")
+    return " ".join(parts) or None
 
 
 def file_hash(*paths: Path) -> str:

@@ -1,4 +1,7 @@
-"""Coupling tensors of e3nn 'uvu' tensor products, shared by the fast convolutions of MACE and SevenNet."""
+"""Coupling tensors of e3nn 'uvu' tensor products, shared by the fast convolutions of MACE and SevenNet.
+
+Stage: models (stage 2 of 5).
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 cutoff, with no Python loop over structures. Used by the adapters whose packages would otherwise build one graph
 per molecule (PyG models, MACE, SO3Net); periodic structures keep each package's own neighbour list. Structures
 with more than LARGE_MOLECULE atoms take their edges from ASE's neighbour list (a cell list) instead, as all
-pairs would cost O(n^2) memory."""
+pairs would cost O(n^2) memory.
+
+Stage: models (stage 2 of 5).
+"""
 
 from __future__ import annotations
 

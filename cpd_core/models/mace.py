@@ -18,17 +18,22 @@ Models:
 Speed (extraction only; the model's own forward, used by its ASE calculator, is left as it is):
 - molecules (no pbc) get their graph for the whole batch at once (`MACEAdapter.molecule_batch`: every atom pair
   within r_max, as mace's neighbour list gives without pbc) instead of one `AtomicData` per molecule;
-- the symmetric contractions run as `cpd_core.models.mace_inference.FoldedContraction`, with the per-element
+- the symmetric contractions run as `cpd_core.models.mace_fast.FoldedContraction`, with the per-element
   weights multiplied into the coupling tensors once, instead of once per atom;
-- the interaction convolutions run as `mace_inference.FusedConvolution`: the message is summed per receiver in
+- the interaction convolutions run as `mace_fast.FusedConvolution`: the message is summed per receiver in
   batched matrix products, without the per-edge [edges, channels x components] tensor (the molecule graph lists
   edges by receiver, so it needs no sorting).
 All are tested against mace's own code (and e3nn's).
 
-Safety: `.model` files are pickles; they are only unpickled when named explicitly (a registered id pointing at
-the project's weights or mace's own downloads, or a path the user gave). `import mace` sets
+Safety: `.model` files are pickles, and unpickling runs code stored in the file. Registered ids (the project's
+weights folder, the zoo, mace's own downloads) are trusted; a path the user names (`mace-file:<path>`) is refused
+unless it was trusted explicitly: `trust_model_file(path)`, `embed --trust-model-file`, or the path listed in
+`CPD_TRUSTED_MODEL_FILES` (os.pathsep-separated, inherited by worker processes). Files uploaded through the
+dashboard are never unpickled (uploads are read with ase.io only). `import mace` sets
 `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` for the whole process; this module restores the previous value right after
 importing, so that other `torch.load` calls in the app keep torch's safe default.
+
+Stage: models (stage 2 of 5).
 """
 
 from __future__ import annotations
@@ -43,12 +48,13 @@ import numpy as np
 from cpd_core.errors import CPDInputError
 from cpd_core.models.base import ModelAdapter, ModelInfo, file_hash, index_by_atomic_number, temporary_env
 from cpd_core.models.graphs import radius_edges
-from cpd_core.models.mace_inference import fast_inference
+from cpd_core.models.mace_fast import fast_inference
 from cpd_core.models.weights import local_weights
 
 FAMILY = "tensor-product equivariant"
 FILE_PREFIX = "mace-file:"
 _NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+TRUSTED_FILES_ENV = "CPD_TRUSTED_MODEL_FILES"
 
 SPICE_ID = "mace-spice"
 SPICE_WEIGHTS = "mace/MACE_SPICE.model"
@@ -162,13 +168,34 @@ def _weights_hash(path: Path | None) -> str:
     return file_hash(path) if path is not None else ""
 
 
-def _unpickle(path: Path):
-    """torch.load of a `.model` file the user (or this registry) named explicitly. It is a pickle: trusted only."""
+def _trusted_files() -> set[str]:
+    return {p for p in os.environ.get(TRUSTED_FILES_ENV, "").split(os.pathsep) if p}
+
+
+def trust_model_file(path: str | Path) -> None:
+    """Allow this process (and the worker processes it starts) to unpickle the `.model` file at `path`."""
+    resolved = str(Path(path).expanduser().resolve())
+    os.environ[TRUSTED_FILES_ENV] = os.pathsep.join(sorted(_trusted_files() | {resolved}))
+
+
+def is_trusted_file(path: str | Path) -> bool:
+    return str(Path(path).expanduser().resolve()) in _trusted_files()
+
+
+def _unpickle(path: Path, trusted: bool):
+    """torch.load of a `.model` file: a pickle, so only for files this registry names or the user trusted."""
     import torch
 
-    _import_mace()  # the pickle refers to mace classes
     if not Path(path).is_file():
+        if Path(path).is_dir():
+            raise CPDInputError(f"MACE model file {path} is a directory; name the `.model` file inside it.")
         raise CPDInputError(f"MACE model file {path} does not exist.")
+    if not trusted:
+        raise CPDInputError(
+            f"{path} is a pickled MACE model: loading it runs code stored in the file. Load it only if you trust "
+            "where it came from: add --trust-model-file to the command (or call "
+            "cpd_core.models.mace.trust_model_file(path) in Python).")
+    _import_mace()  # the pickle refers to mace classes
     try:
         model = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # corrupt file, a different e3nn pickle protocol, ...
@@ -269,7 +296,8 @@ def describe(model_id: str) -> ModelInfo:
                              "loaded model reports its own.",
         )
     if model_id.startswith(FILE_PREFIX):
-        return load_mace_file(model_id[len(FILE_PREFIX):]).info
+        path = model_id[len(FILE_PREFIX):]
+        return load_mace_file(path, trusted=is_trusted_file(path)).info
     zoo = zoo_models()
     if model_id in zoo:
         return _zoo_info(model_id, zoo[model_id])
@@ -282,11 +310,12 @@ def offline_available(model_id: str) -> bool:
 
 def load(model_id: str) -> "MACEAdapter":
     if model_id.startswith(FILE_PREFIX):
-        return load_mace_file(model_id[len(FILE_PREFIX):])
+        path = model_id[len(FILE_PREFIX):]
+        return load_mace_file(path, trusted=is_trusted_file(path))
     info = describe(model_id)
     path = _local_file(model_id)
     if path is not None:
-        model = _unpickle(path)
+        model = _unpickle(path, trusted=True)  # a registered id: the weights folder, the zoo or mace's cache
     elif model_id in FOUNDATION:
         model = _download_foundation(model_id)
         path = _local_file(model_id)
@@ -298,10 +327,11 @@ def load(model_id: str) -> "MACEAdapter":
     return MACEAdapter(model, info)
 
 
-def load_mace_file(path: str | Path, model_id: str | None = None) -> "MACEAdapter":
-    """Load any mace-torch `.model` file the user names explicitly (it is unpickled: load only trusted files)."""
+def load_mace_file(path: str | Path, model_id: str | None = None, trusted: bool = False) -> "MACEAdapter":
+    """Load a mace-torch `.model` file the user names. It is unpickled, which runs code from the file, so it is
+    refused unless `trusted` (the caller vouches for it) or the path was passed to `trust_model_file`."""
     path = Path(path).expanduser().resolve()
-    model = _unpickle(path)
+    model = _unpickle(path, trusted=trusted or is_trusted_file(path))
     info = ModelInfo(
         id=model_id or f"{FILE_PREFIX}{path}", family=FAMILY, elements=_symbols(model), cutoff=float(model.r_max),
         layers=_layers_from_model(model), weights_source=str(path), weights_hash=_weights_hash(path),

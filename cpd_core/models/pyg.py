@@ -27,6 +27,8 @@ of each channel contiguous), after the change of basis from ViSNet's `Sphere` to
 which is computed (not assumed) in `_sphere_to_e3nn`. With e3nn 0.5.1 it is the identity for both l=1 (Cartesian
 x, y, z: e3nn's `D_from_matrix` of 1o is R itself) and l=2 (ViSNet's `Sphere` is e3nn's polynomial); the
 equivariance tests check the declared irreps against `Irreps.D_from_matrix`.
+
+Stage: models (stage 2 of 5).
 """
 
 from __future__ import annotations

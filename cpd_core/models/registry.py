@@ -6,6 +6,8 @@ Each adapter module listed in `ADAPTER_MODULES` provides:
     offline_available(model_id) -> bool    True when it runs here without network
     load(model_id) -> ModelAdapter         loads weights (local weights dir first, then the package's download)
 Heavy imports (torch, the model packages) stay inside those functions so listing models is fast.
+
+Stage: models (stage 2 of 5).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The local folder is `CPD_WEIGHTS_DIR` (default `../shared/weights`); converted weights live under
 `<cache>/weights`. Loaders call `local_weights(relative)`; when it returns None they fall back to the model
 package's own download path (which needs internet), or to the weights its wheel ships (`package_dir`).
+
+Stage: models (stage 2 of 5).
 """
 
 from __future__ import annotations
@@ -34,3 +36,17 @@ def package_dir(package: str, install: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise CPDInputError(f"This model needs the `{package}` package: run `pip install {install}`.")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def wheel_checkpoint(locate) -> Path | None:
+    """`locate()` (a checkpoint path, local or inside a wheel), or None when its package is not installed."""
+    try:
+        return locate()
+    except CPDInputError:
+        return None
+
+
+def checkpoint_available(locate) -> bool:
+    """Whether the checkpoint `locate()` names exists here (False when its package is not installed)."""
+    path = wheel_checkpoint(locate)
+    return path is not None and path.is_file()

@@ -1,0 +1,132 @@
+"""Model cards: the card.json record of a training run (metrics beside the composition baseline, split, history,
+machine, command), its Markdown copy CARD.md, and the zoo's README table.
+
+Stage: training (the zoo; feeds models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from cpd_core.training.config import ARCH_NAMES, CARD, ELEMENTS, N_REFERENCE
+
+
+def command_line(arch, target, n_train, epochs, seed, out, **options) -> str:
+    """The `python -m cpd_core train` command that reproduces (or resumes) this run."""
+    parts = ["python -m cpd_core train", f"--arch {arch}", f"--target {target}", f"--n-train {n_train}",
+             f"--epochs {epochs}", f"--seed {seed}", f"--out {out}"]
+    for key, value in options.items():
+        if value is not None:
+            parts.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(parts)
+
+
+def machine() -> dict:
+    """Where the run was trained (recorded in the card; wall times are not benchmarks)."""
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": "cpu",
+            "torch": torch.__version__, "python": platform.python_version(), "nice": os.nice(0),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "note": "wall times are on a CPU shared with other jobs (see nice and load average); not a benchmark"}
+
+
+def build_card(*, model_id, arch, target, readout, td, prep, model, lr, batch_size, patience, epochs, epoch,
+               best_epoch, stopped, wall, history, seed, val_mae, test_mae, test_pred, test_true, cmd) -> dict:
+    """The card.json of a finished run (`td` is the run's `data.TrainingData`)."""
+    from cpd_core.training.networks import layer_irreps
+
+    ids = td.data.table["id"].astype(str).to_numpy()
+    te, va, tr = td.test, td.val, td.train
+    card = {
+        "id": model_id, "arch": arch, "hparams": prep.hparams, "target": target,
+        "units": td.units, "dataset": "QM9", "elements": list(ELEMENTS),
+        "readout": readout,
+        "description": f"{ARCH_NAMES[arch]} trained on QM9 {target} ({len(tr)} molecules, {readout} readout), CPU",
+        "notes": ("Trained with `python -m cpd_core train` (property loss only, no forces). "
+                  + ("The per-element linear reference (E0s / atomref) is fitted on the training split; the "
+                     "network learns the residual." if readout == "sum" else
+                     "Mean readout over atoms; the training mean is the offset.")),
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "training": {"loss": "L1 on target / train std", "optimizer": "AdamW", "lr": lr, "batch_size": batch_size,
+                     "scheduler": "ReduceLROnPlateau(factor 0.5, patience 3) on validation MAE",
+                     "early_stopping_patience": patience, "epochs_requested": epochs, "epochs_run": epoch,
+                     "best_epoch": best_epoch, "stopped_by": stopped, "wall_time_s": round(wall, 1),
+                     "history": history},
+        "split": {"seed": seed, "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+                  "scheme": "permutation of all QM9 rows by seed: test first, then validation, then training",
+                  "test_ids": ids[te].tolist(), "val_ids": ids[va].tolist()},
+        "metrics": {"val_mae": val_mae, "test_mae": test_mae, "baseline_test_mae": td.baseline_test_mae,
+                    "baseline_val_mae": td.baseline_val_mae, "units": td.units},
+        "baseline": {"kind": "least squares on element counts (H C N O F) + intercept, fitted on the training split",
+                     "coefficients": dict(zip(list(ELEMENTS) + ["intercept"], map(float, td.baseline_coef)))},
+        "reference": {"ids": ids[te[:N_REFERENCE]].tolist(), "targets": test_true[:N_REFERENCE].tolist(),
+                      "predictions": test_pred[:N_REFERENCE].tolist(),
+                      "mae": float(np.mean(np.abs(test_pred[:N_REFERENCE] - test_true[:N_REFERENCE])))},
+        "machine": machine(),
+        "command": cmd,
+    }
+    if td.e0 is not None:
+        card["reference_energies"] = dict(zip(ELEMENTS, map(float, td.e0)))
+    card["layers"] = layer_irreps(arch, prep.hparams, model)
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    m, t, s, mach = card["metrics"], card["training"], card["split"], card["machine"]
+    u = card["units"]
+    lines = [f"# {card['id']}", "", card["description"] + ".", "",
+             f"- Architecture: {card['arch']}, {card['n_parameters']:,} parameters; hyperparameters: "
+             f"`{json.dumps({k: v for k, v in card['hparams'].items() if k not in ('atomref', 'atomic_energies')})}`",
+             f"- Readout: {card['readout']} over atoms" + (" on top of a per-element linear reference (fitted on "
+                                                            "train)" if card["readout"] == "sum" else ""),
+             f"- Data: QM9 {card['target']} [{u}]; split seed {s['seed']}: train {s['n_train']}, val {s['n_val']}, "
+             f"test {s['n_test']} ({s['scheme']})",
+             f"- Training: {t['epochs_run']} epochs (requested {t['epochs_requested']}, best {t['best_epoch']}, "
+             f"stopped by {t['stopped_by']}), batch {t['batch_size']}, lr {t['lr']}, {t['loss']}; wall time "
+             f"{t['wall_time_s'] / 60:.1f} min",
+             f"- Machine: {mach['device'].upper()} only; {mach['platform']}, {mach['cpu_count']} CPUs, "
+             f"{mach['torch_threads']} torch threads, torch {mach['torch']}"
+             + (f", nice {mach['nice']}, load average at end {mach['load_average_at_end']} ({mach['note']})"
+                if "note" in mach else ""),
+             "", "| split | model MAE | composition baseline MAE |", "|---|---|---|",
+             f"| validation | {m['val_mae']:.4f} {u} | {m['baseline_val_mae']:.4f} {u} |",
+             f"| test | {m['test_mae']:.4f} {u} | {m['baseline_test_mae']:.4f} {u} |",
+             "", "Composition baseline: " + card["baseline"]["kind"] + ".", "", "## Layers (irreps)", ""]
+    lines += [f"- `{name}`: `{irreps}`" for name, irreps in card["layers"].items()]
+    lines += ["", "## Command", "", "```", card["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def zoo_readme(root) -> str:
+    """zoo/README.md: every model card in `root` with its test MAE next to the composition baseline."""
+    root = Path(root)
+    cards = [json.loads((f / CARD).read_text()) for f in sorted(root.iterdir()) if (f / CARD).is_file()]
+    lines = ["# QM9 model zoo", "",
+             "Models trained on one QM9 target each with `python -m cpd_core train` (property loss only, CPU). "
+             "Each folder holds the weights (`model.pt`: torch-geometric state dict, or `model.model`: pickled "
+             "mace-torch module), `card.json` (hyperparameters, irreps per layer, split with the test ids, "
+             "training history, machine, metrics, command) and `CARD.md`. Folders are registered as model ids "
+             "automatically (`python -m cpd_core models`). Baseline: least squares on element counts + intercept "
+             "fitted on the same training split, evaluated on the same test split. `train_state.pt` (resume "
+             "state) is not shipped.", "",
+             "| model | arch | target (readout) | n_train / val / test | epochs | wall time | val MAE | test MAE | "
+             "baseline test MAE |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in cards:
+        m, s, t = c["metrics"], c["split"], c["training"]
+        lines.append(f"| `{c['id']}` | {c['arch']} ({c['n_parameters']:,} params) | {c['target']} ({c['readout']}) "
+                     f"| {s['n_train']} / {s['n_val']} / {s['n_test']} | {t['epochs_run']} | "
+                     f"{t['wall_time_s'] / 60:.1f} min | {m['val_mae']:.3f} {c['units']} | "
+                     f"**{m['test_mae']:.3f} {c['units']}** | {m['baseline_test_mae']:.3f} {c['units']} |")
+    lines += ["", "## Commands", ""]
+    for c in cards:
+        lines += [f"- `{c['id']}`: `OMP_NUM_THREADS=2 {c['command']}`"]
+    lines += ["", "Rerunning a command resumes from its `train_state.pt` (if present) after the last saved epoch.",
+              ""]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Training data: the seeded QM9 split, composition matrices, the composition baseline and target scaling.
+
+Stage: training (the zoo; feeds models).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cpd_core.errors import CPDInputError
+from cpd_core.training.config import ELEMENTS
+
+
+def split_indices(n_total: int, n_train: int, seed: int, n_val: int | None = None, n_test: int | None = None):
+    """(train, val, test) row indices of QM9: disjoint, fixed by seed (and the sizes)."""
+    n_val = n_val if n_val is not None else max(int(round(0.1 * n_train)), 100)
+    n_test = n_test if n_test is not None else max(int(round(0.1 * n_train)), 100)
+    if n_train < 1 or n_train + n_val + n_test > n_total:
+        raise CPDInputError(f"Split sizes train {n_train} + val {n_val} + test {n_test} do not fit {n_total} molecules.")
+    perm = np.random.default_rng(seed).permutation(n_total)
+    test = np.sort(perm[:n_test])
+    val = np.sort(perm[n_test:n_test + n_val])
+    train = np.sort(perm[n_test + n_val:n_test + n_val + n_train])
+    return train, val, test
+
+
+def composition(structures) -> np.ndarray:
+    """Element counts of H, C, N, O, F per molecule."""
+    from cpd_core.data.composition import composition_matrix
+
+    return composition_matrix(structures, "counts", elements=list(ELEMENTS))[0]
+
+
+def fit_composition(C: np.ndarray, y: np.ndarray, intercept: bool = True) -> np.ndarray:
+    """Least-squares coefficients of y on the counts (plus an intercept)."""
+    X = np.hstack([C, np.ones((len(C), 1))]) if intercept else C
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return coef
+
+
+def apply_composition(C: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    return C @ coef[:C.shape[1]] + (coef[C.shape[1]] if len(coef) > C.shape[1] else 0.0)
+
+
+@dataclass
+class TrainingData:
+    """One run's molecules (local order: train, val, test), target, counts, baseline and target scaling."""
+    data: object              # StructureSet
+    units: str
+    y: np.ndarray
+    C: np.ndarray
+    train: np.ndarray         # local row indices
+    val: np.ndarray
+    test: np.ndarray
+    baseline_coef: np.ndarray
+    baseline_test_mae: float
+    baseline_val_mae: float
+    e0: np.ndarray | None     # per-element reference (sum readout) the network learns on top of
+    mean: float
+    std: float
+
+    def split_record(self, seed: int, n_train: int) -> dict:
+        """The split as stored in the training state (a resumed run must match it)."""
+        return {"seed": seed, "n_train": n_train, "n_val": len(self.val), "n_test": len(self.test)}
+
+
+def prepare_data(arch: str, target: str, readout: str, n_train: int, seed: int, n_val: int | None,
+                 n_test: int | None) -> TrainingData:
+    """Load QM9, split it, fit the composition baseline and the reference the network learns on top of."""
+    from cpd_core.data.qm9 import load_qm9
+
+    qm9 = load_qm9()
+    train_rows, val_rows, test_rows = split_indices(len(qm9), n_train, seed, n_val, n_test)
+    rows = np.concatenate([train_rows, val_rows, test_rows])
+    data = qm9.subset(rows)
+    tr = np.arange(len(train_rows))
+    va = np.arange(len(train_rows), len(train_rows) + len(val_rows))
+    te = np.arange(len(train_rows) + len(val_rows), len(rows))
+    y = data.target_values(target).astype(np.float64)
+    C = composition(data)
+
+    base_coef = fit_composition(C[tr], y[tr], intercept=True)
+    base_test_mae = float(np.mean(np.abs(apply_composition(C[te], base_coef) - y[te])))
+    base_val_mae = float(np.mean(np.abs(apply_composition(C[va], base_coef) - y[va])))
+    if readout == "sum":
+        e0 = fit_composition(C[tr], y[tr], intercept=False)   # per-element reference, no intercept
+        resid = y[tr] - C[tr] @ e0
+        mean = 0.0
+        if arch == "mace":  # ScaleShiftMACE scales per-atom interaction energies
+            std = float(np.std(resid) / np.sqrt(np.mean(data.n_atoms[tr])))
+        else:
+            std = float(np.std(resid))
+    else:
+        e0 = None
+        mean, std = float(np.mean(y[tr])), float(np.std(y[tr]))
+    return TrainingData(data=data, units=qm9.units.get(target, "eV"), y=y, C=C, train=tr, val=va, test=te,
+                        baseline_coef=base_coef, baseline_test_mae=base_test_mae, baseline_val_mae=base_val_mae,
+                        e0=e0, mean=mean, std=std)

@@ -1,0 +1,159 @@
+"""The QM9 model zoo: shipped checkpoints reproduce their cards, register offline and extract features; the
+training command runs end to end on a tiny subset and resumes."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cpd_core.cli import app
+from cpd_core.paths import REPO_ROOT
+
+ZOO = REPO_ROOT / "zoo"
+SHIPPED = ("mace-qm9-gap", "mace-qm9-U0", "visnet-qm9-gap", "schnet-qm9-gap")
+
+
+@pytest.fixture(scope="module")
+def qm9():
+    from cpd_core.data.qm9 import load_qm9
+
+    return load_qm9()
+
+
+def _rows(qm9, ids):
+    row = {v: i for i, v in enumerate(qm9.table["id"].astype(str))}
+    return [row[i] for i in ids]
+
+
+def _atoms_by_id(qm9, ids):
+    return qm9.to_atoms_list(_rows(qm9, ids))
+
+
+def _card(model_id):
+    folder = ZOO / model_id
+    assert (folder / "card.json").is_file(), f"zoo model {model_id} is missing"
+    return json.loads((folder / "card.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------- shipped models
+@pytest.mark.parametrize("model_id", SHIPPED)
+def test_card_is_complete_and_beats_baseline(model_id):
+    card = _card(model_id)
+    m = card["metrics"]
+    assert m["test_mae"] < 0.8 * m["baseline_test_mae"], m
+    for key in ("arch", "hparams", "layers", "split", "training", "machine", "command", "reference", "readout"):
+        assert key in card
+    assert card["machine"]["device"] == "cpu"
+    assert card["readout"] == ("mean" if card["target"] == "gap" else "sum")
+    assert len(card["split"]["test_ids"]) == card["split"]["n_test"]
+    assert card["command"].startswith("python -m cpd_core train")
+    assert (ZOO / model_id / "CARD.md").is_file()
+    weights = ZOO / model_id / ("model.model" if card["arch"] == "mace" else "model.pt")
+    assert weights.stat().st_size < 8e6
+
+
+@pytest.mark.parametrize("model_id", SHIPPED)
+def test_checkpoint_reproduces_card_predictions(model_id, qm9):
+    from cpd_core.training import load_zoo_model
+
+    card, predict = load_zoo_model(ZOO / model_id)
+    ref = card["reference"]
+    atoms = _atoms_by_id(qm9, ref["ids"])
+    assert set(ref["ids"]) <= set(card["split"]["test_ids"])
+    y = qm9.subset(_rows(qm9, ref["ids"])).target_values(card["target"])
+    np.testing.assert_allclose(y, ref["targets"], atol=1e-4)
+    pred = predict(atoms)
+    np.testing.assert_allclose(pred, ref["predictions"], atol=2e-3, rtol=1e-5)
+    assert abs(np.mean(np.abs(pred - y)) - ref["mae"]) < 2e-3
+
+
+def test_zoo_models_are_listed_offline():
+    result = CliRunner().invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in json.loads(result.output)}
+    for model_id in SHIPPED:
+        assert model_id in rows, f"{model_id} not registered"
+        assert rows[model_id]["offline"] is True
+        assert rows[model_id]["layers"] == _card(model_id)["layers"]
+
+
+@pytest.mark.parametrize("model_id", SHIPPED)
+def test_zoo_adapter_extracts_features(model_id, qm9):
+    from e3nn import o3
+
+    from cpd_core.models import load_model
+
+    adapter = load_model(model_id)
+    atoms = _atoms_by_id(qm9, _card(model_id)["split"]["test_ids"][:3])
+    feats = adapter.forward_batch(atoms)
+    assert list(feats) == list(adapter.info.layers)
+    n = sum(len(a) for a in atoms)
+    for layer, irreps in adapter.info.layers.items():
+        assert feats[layer].shape == (n, o3.Irreps(irreps).dim), layer
+        assert np.isfinite(feats[layer]).all()
+    if _card(model_id)["arch"] == "mace":  # hidden irreps with L=1: product_1 carries 1o channels
+        assert "1o" in adapter.info.layers["product_1"]
+
+
+# ------------------------------------------------------------------------------------------- training command
+def _train(tmp_path, arch, target, epochs, name):
+    out = tmp_path / name
+    args = ["train", "--arch", arch, "--target", target, "--n-train", "24", "--epochs", str(epochs), "--seed", "3",
+            "--out", str(out), "--n-val", "8", "--n-test", "8", "--batch-size", "8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_train_tiny_and_resume(tmp_path, qm9):
+    from cpd_core.training import load_zoo_model
+    from cpd_core.training.data import split_indices
+
+    out, log = _train(tmp_path, "schnet", "gap", 1, "run")
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["epochs_run"] == 1 and "resuming" not in log
+    assert (out / "model.pt").is_file() and (out / "CARD.md").is_file() and (out / "train_state.pt").is_file()
+    # the split is the documented one and the baseline is least squares on counts + intercept over train
+    train, val, test = split_indices(len(qm9), 24, 3, 8, 8)
+    assert card["split"]["test_ids"] == qm9.table["id"].astype(str).to_numpy()[test].tolist()
+    assert not set(train) & set(test) and not set(val) & set(test)
+    from cpd_core.training.data import apply_composition, composition, fit_composition
+    tr, te = qm9.subset(train), qm9.subset(test)
+    coef = fit_composition(composition(tr), tr.target_values("gap"))
+    base = np.mean(np.abs(apply_composition(composition(te), coef) - te.target_values("gap")))
+    assert card["metrics"]["baseline_test_mae"] == pytest.approx(base, rel=1e-6)
+    # rerunning with more epochs resumes after epoch 1
+    out, log = _train(tmp_path, "schnet", "gap", 2, "run")
+    card = json.loads((out / "card.json").read_text())
+    assert "resuming after epoch 1" in log
+    assert card["training"]["epochs_run"] == 2 and [h["epoch"] for h in card["training"]["history"]] == [1, 2]
+    # the saved checkpoint reproduces the card
+    _, predict = load_zoo_model(out)
+    pred = predict(_atoms_by_id(qm9, card["reference"]["ids"]))
+    np.testing.assert_allclose(pred, card["reference"]["predictions"], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch,target", [("mace", "U0"), ("visnet", "gap")])
+def test_train_tiny_other_archs(tmp_path, qm9, arch, target):
+    from cpd_core.training import load_zoo_model
+
+    out, _ = _train(tmp_path, arch, target, 1, f"{arch}-{target}")
+    card = json.loads((out / "card.json").read_text())
+    assert card["arch"] == arch and card["readout"] == ("sum" if target == "U0" else "mean")
+    _, predict = load_zoo_model(out)
+    pred = predict(_atoms_by_id(qm9, card["reference"]["ids"]))
+    np.testing.assert_allclose(pred, card["reference"]["predictions"], atol=1e-3, rtol=1e-6)
+
+
+def test_a_training_state_is_read_without_unpickling_code(tmp_path, qm9, code_payload):
+    """train_state.pt is loaded with weights_only=True: a file carrying code is refused, the code never runs."""
+    save, marker = code_payload
+    out = tmp_path / "run"
+    out.mkdir()
+    save(out / "train_state.pt", {"arch": "schnet"})
+    args = ["train", "--arch", "schnet", "--target", "gap", "--n-train", "24", "--epochs", "1", "--seed", "3",
+            "--out", str(out), "--n-val", "8", "--n-test", "8", "--batch-size", "8"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Delete it to start training afresh" in result.output, result.output
+    assert not marker.exists()
