@@ -3,23 +3,23 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from cpd_core import analysis
-from pages import common
+from cpd_core.study import analysis
+from dashboard import charts, loaders, sidebar
 
-sel = common.selection()
+sel = sidebar.selection()
 st.title("Disentanglement")
 st.markdown(
     "How much of a property can a linear (or nonlinear) probe read from a model's representation "
     "(**R²_full**), from the element counts alone (**R²_comp**), and from what is left once everything "
     "linear in composition is removed (**R²_geom**, the geometric part)?")
 
-structures = common.structures_or_stop(sel, need_target=True)
-models = common.ready_models(sel, structures)
-with common.guard("The CPD computation"):
-    feats = common.features(sel, structures, models)
-    best = common.compute(
+structures = loaders.structures_or_stop(sel, need_target=True)
+models = loaders.ready_models(sel, structures)
+with loaders.guard("The CPD computation"):
+    feats = loaders.features(sel, structures, models)
+    best = loaders.compute(
         ("headline", *sel.key(), tuple(models), sel.target, sel.probe),
-        f"CPD with {common.PROBE_LABELS[sel.probe]} probes on {len(structures):,} structures",
+        f"CPD with {sidebar.PROBE_LABELS[sel.probe]} probes on {len(structures):,} structures",
         lambda p: analysis.headline(structures, models, [sel.target], probe=sel.probe, features=feats, progress=p,
                                     **sel.engine_kwargs()))
 
@@ -32,7 +32,7 @@ for part, style in styles.items():
         x=order["model"], y=order[f"r2_{part}"],
         error_y=dict(type="data", array=order[f"r2_{part}_std"], visible=True),
         name=analysis.PART_LABELS[part], showlegend=False,
-        marker=dict(color=[common.family_color(f) for f in order["family"]], opacity=style["opacity"],
+        marker=dict(color=[charts.family_color(f) for f in order["family"]], opacity=style["opacity"],
                     pattern=dict(shape=style["pattern"]), line=dict(color="#333", width=1)),
         customdata=order[["layer", "channel", "family"]].to_numpy(),
         hovertemplate=("%{x}<br>" + analysis.PART_LABELS[part] + " = %{y:.3f}<br>layer %{customdata[0]}, "
@@ -45,12 +45,12 @@ for part, (text, symbol, opacity) in legend_parts.items():
 for family in order["family"].unique():
     fig.add_scatter(x=[None], y=[None], mode="markers", name=family, legendgroup="families",
                     legendgrouptitle_text="Architecture family",
-                    marker=dict(symbol="square", size=13, color=common.family_color(family)))
-fig.update_layout(barmode="group", height=480, yaxis_title=f"R² ({common.target_label(structures, sel.target)})",
-                  title=f"{sel.target}: {common.PROBE_LABELS[sel.probe]} probe, best layer per model, "
+                    marker=dict(symbol="square", size=13, color=charts.family_color(family)))
+fig.update_layout(barmode="group", height=480, yaxis_title=f"R² ({charts.target_label(structures, sel.target)})",
+                  title=f"{sel.target}: {sidebar.PROBE_LABELS[sel.probe]} probe, best layer per model, "
                         f"{structures.name}", legend=dict(groupclick="toggleitem"))
 fig.add_hline(y=0, line_color="#888", line_width=1)
-common.chart(
+charts.chart(
     fig, f"disentanglement_{sel.target}_{sel.probe}",
     "How to read it: each group of three bars is one model, coloured by architecture family, at the layer "
     "where its R²_geom is highest (hover for the layer). Faint bar = R²_full (property read from the "
@@ -62,5 +62,5 @@ common.chart(
 
 cols = ["model", "family", "layer", "channel", "invariant", "dim", "target", "r2_full", "r2_full_std", "r2_comp",
         "r2_comp_std", "r2_geom", "r2_geom_std", "probe", "n", "folds", "selected_by"]
-common.table(order[cols].round(4), f"disentanglement_{sel.target}_{sel.probe}",
+charts.table(order[cols].round(4), f"disentanglement_{sel.target}_{sel.probe}",
              "One row per model: the selected layer and channel with mean and standard deviation over folds.")

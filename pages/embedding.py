@@ -4,41 +4,41 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cpd_core import analysis
 from cpd_core.data.composition import composition_matrix
-from pages import common
+from cpd_core.study import analysis
+from dashboard import charts, loaders, sidebar, url_state
 
-sel = common.selection()
+sel = sidebar.selection()
 st.title("Embedding map")
 st.markdown("Each point is a structure. Left: the representation as it is; right: the residual after removing "
             "everything linear in composition. Click a point (or pick one below) to see the structure.")
 
-structures = common.structures_or_stop(sel)
-models = common.ready_models(sel, structures)
-with common.guard("Loading representations"):
-    feats = common.features(sel, structures, models)
+structures = loaders.structures_or_stop(sel)
+models = loaders.ready_models(sel, structures)
+with loaders.guard("Loading representations"):
+    feats = loaders.features(sel, structures, models)
     comp = analysis.composition_table(structures)
 c1, c2, c3, c4 = st.columns([1.2, 1.2, 0.8, 1.2])
 with c1:
-    model = common.widget("selectbox", "Model", "emb_model", models[0], models)
+    model = url_state.widget("selectbox", "Model", "emb_model", models[0], models)
 keys = [f"{layer}/{channel}" for m, layer, channel in feats if m == model]
 with c2:
-    where = common.widget("selectbox", "Layer / channel", "emb_layer", keys[-1] if keys else None, keys)
+    where = url_state.widget("selectbox", "Layer / channel", "emb_layer", keys[-1] if keys else None, keys)
 with c3:
-    method = common.widget("radio", "Method", "emb_method", "pca", ("pca", "umap"), format_func=str.upper,
-                           horizontal=True)
+    method = url_state.widget("radio", "Method", "emb_method", "pca", ("pca", "umap"), format_func=str.upper,
+                              horizontal=True)
 colour_options = list(structures.targets) + [c for c in comp.columns if c != "formula"]
 with c4:
-    colour = common.widget("selectbox", "Colour by", "emb_colour",
-                           sel.target if sel.target in colour_options else colour_options[0], colour_options)
+    colour = url_state.widget("selectbox", "Colour by", "emb_colour",
+                              sel.target if sel.target in colour_options else colour_options[0], colour_options)
 layer, channel = where.split("/")
 H = feats[(model, layer, channel)]
 C, _ = composition_matrix(structures, sel.composition)
-with common.guard("The map"):
+with loaders.guard("The map"):
     maps = {}
     for residual in (False, True):
-        maps[residual] = common.compute(
-            ("map", common.fingerprint(structures), model, layer, channel, sel.pooling, sel.invariant, sel.composition,
+        maps[residual] = loaders.compute(
+            ("map", loaders.fingerprint(structures), model, layer, channel, sel.pooling, sel.invariant, sel.composition,
              method, residual, sel.seed),
             f"{method.upper()} of the {'residual' if residual else 'raw'} representation"
             + (" (UMAP takes ~10-30 s the first time)" if method == "umap" else ""),
@@ -58,13 +58,13 @@ def _on_select(chart_key: str) -> None:
 
 
 if colour in structures.targets:
-    values, colour_label = structures.table[colour], common.target_label(structures, colour)
+    values, colour_label = structures.table[colour], charts.target_label(structures, colour)
 else:
     values, colour_label = comp[colour], colour
 hover = {"formula": comp["formula"], "id": structures.table["id"]}
 if "smiles" in structures.table:
     hover["smiles"] = structures.table["smiles"]
-current = common.initial(point_key, 0)
+current = url_state.initial(point_key, 0)
 current = current if isinstance(current, int) and 0 <= current < n else 0
 cols = st.columns(2)
 for col, residual in zip(cols, (False, True)):
@@ -81,7 +81,7 @@ for col, residual in zip(cols, (False, True)):
     fig.update_layout(height=430, coloraxis_colorbar=dict(title=colour_label))
     chart_key = f"emb_chart_{'res' if residual else 'raw'}"
     with col:
-        common.chart(
+        charts.chart(
             fig, f"embedding_{model}_{layer}_{channel}_{method}_{'residual' if residual else 'raw'}",
             ("How to read it: nearby points have similar residual representations. If colour still forms smooth "
              "bands here, the model encodes this quantity beyond composition."
@@ -94,18 +94,18 @@ for col, residual in zip(cols, (False, True)):
 st.subheader("Structure")
 labels = structures.table["smiles"] if "smiles" in structures.table else comp["formula"]
 if n <= 5000:
-    idx = common.widget("selectbox", "Selected structure (or click a point above)", point_key, 0, list(range(n)),
-                        format_func=lambda i: f"{i}: {comp['formula'][i]} · {labels[i]}")
+    idx = url_state.widget("selectbox", "Selected structure (or click a point above)", point_key, 0, list(range(n)),
+                           format_func=lambda i: f"{i}: {comp['formula'][i]} · {labels[i]}")
 else:
-    idx = common.widget("number_input", "Selected structure index (or click a point above)", point_key, 0,
-                        min_value=0, max_value=n - 1)
+    idx = url_state.widget("number_input", "Selected structure index (or click a point above)", point_key, 0,
+                           min_value=0, max_value=n - 1)
 left, right = st.columns([1.3, 1])
 with left:
-    common.structure_viewer(structures, idx)
+    charts.structure_viewer(structures, idx)
 with right:
     record = analysis.structure_record(structures, idx)
     st.markdown(f"**{record['formula']}**" + (f" · `{record['smiles']}`" if "smiles" in record else "")
                 + f" · {record['id']}")
-    common.table(pd.DataFrame({"property": list(record),
+    charts.table(pd.DataFrame({"property": list(record),
                                "value": [f"{v:.6g}" if isinstance(v, float) else str(v) for v in record.values()]}),
                  f"structure_{record['id']}")

@@ -3,10 +3,10 @@
 import plotly.express as px
 import streamlit as st
 
-from cpd_core import analysis
-from pages import common
+from cpd_core.study import analysis
+from dashboard import charts, loaders, sidebar, url_state
 
-sel = common.selection()
+sel = sidebar.selection()
 st.title("Irrep routing")
 st.markdown(
     "Equivariant models keep scalar (L=0), vector (L=1) and higher-order (L=2, 3) channels. Which of them carry "
@@ -15,7 +15,7 @@ st.info(f"L>0 channels shown as **{analysis.INVARIANT_LABELS[sel.invariant]}** (
         "the sidebar). pooled_norm asks 'is there a net vector?', atom_norm 'how large are the local vectors?'.",
         icon=":material/info:")
 
-structures = common.structures_or_stop(sel)
+structures = loaders.structures_or_stop(sel)
 equivariant = [m for m in sel.models if analysis.is_equivariant(m)]
 if not equivariant:
     st.warning("None of the selected models has L>0 channels. Add an equivariant model, e.g. mace-spice "
@@ -24,24 +24,24 @@ if not equivariant:
         st.session_state["_pending"] = {"models": list(sel.models) + ["mace-spice"]}
         st.rerun()
     st.stop()
-models = common.ready_models(sel, structures, equivariant)
+models = loaders.ready_models(sel, structures, equivariant)
 targets_available = list(structures.targets)
 default_targets = [t for t in ("dipole", "gap") if t in targets_available] or targets_available[:2]
 c1, c2 = st.columns([2, 1])
 with c1:
-    targets = common.widget("multiselect", "Targets", "routing_targets", default_targets, targets_available)
+    targets = url_state.widget("multiselect", "Targets", "routing_targets", default_targets, targets_available)
 with c2:
-    part = common.widget("radio", "Score", "routing_part", "geom", ("geom", "full"),
-                         format_func=analysis.PART_LABELS.get, horizontal=True)
+    part = url_state.widget("radio", "Score", "routing_part", "geom", ("geom", "full"),
+                            format_func=analysis.PART_LABELS.get, horizontal=True)
 if not targets:
     st.warning("Choose at least one target.")
     st.stop()
-probe = common.page_probe(sel, "routing", "one probe per layer, channel and target")
-with common.guard("The CPD computation"):
-    feats = common.features(sel, structures, models)
-    table = common.compute(
+probe = sidebar.page_probe(sel, "routing", "one probe per layer, channel and target")
+with loaders.guard("The CPD computation"):
+    feats = loaders.features(sel, structures, models)
+    table = loaders.compute(
         ("routing", *sel.key(), tuple(models), tuple(targets), probe),
-        f"CPD per layer and L channel with {common.PROBE_LABELS[probe]} probes",
+        f"CPD per layer and L channel with {sidebar.PROBE_LABELS[probe]} probes",
         lambda p: analysis.routing(structures, models, targets, probe=probe, features=feats, progress=p,
                                    **sel.engine_kwargs()))
 
@@ -56,12 +56,12 @@ for m in models:
                     title=f"{m}: {analysis.PART_LABELS[part]} per layer and L channel "
                           f"(L>0 as {sel.invariant})")
     fig.update_layout(height=max(300, 28 * len(heat) + 120))
-    common.chart(
+    charts.chart(
         fig, f"routing_{m}_{part}_{sel.invariant}",
         f"How to read it: rows are the layers of {m} (top = first) split by irrep degree L; columns are targets; "
         f"colour and number are {analysis.PART_LABELS[part]} from a {probe} probe on that channel alone. A bright "
         "L1 cell for the dipole and a bright L0 cell for the gap means the model routes each property through "
         f"the channel of matching symmetry. L>0 cells use {sel.invariant}.")
-common.table(table[["model", "family", "layer", "depth", "channel", "invariant", "dim", "target", "r2_full",
+charts.table(table[["model", "family", "layer", "depth", "channel", "invariant", "dim", "target", "r2_full",
                     "r2_full_std", "r2_comp", "r2_geom", "r2_geom_std", "probe"]].round(4),
              f"routing_{sel.invariant}_{probe}")

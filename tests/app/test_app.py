@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 N = "200"
 TIMEOUT = 600
@@ -215,7 +215,7 @@ def test_embedding_umap_residual_map():
 
 
 def test_data_and_models_page():
-    at = run_app("data_models")
+    at = run_app("data")
     assert_clean(at)
     names = [df.value for df in at.dataframe]
     assert any("qm9" in list(d.get("name", [])) for d in names if hasattr(d, "get"))
@@ -250,7 +250,7 @@ def _extxyz(n: int, with_energy: bool = True) -> bytes:
     ("nolabels.extxyz", _extxyz(12, with_energy=False), "no numeric"),
 ])
 def test_bad_upload_shows_an_error(name, data, message):
-    at = run_app("data_models")
+    at = run_app("data")
     at.file_uploader(key="upload_file").set_value((name, data, "application/octet-stream")).run()
     assert_clean(at)
     errors = [e.value for e in at.error]
@@ -260,7 +260,7 @@ def test_bad_upload_shows_an_error(name, data, message):
 
 def test_upload_size_limit_and_handler():
     from cpd_core.errors import CPDInputError
-    from pages.common import handle_upload
+    from dashboard.uploads import handle_upload
 
     with pytest.raises(CPDInputError, match="limit"):
         handle_upload("big.extxyz", b"x" * 2048, max_bytes=1024)
@@ -271,7 +271,7 @@ def test_upload_size_limit_and_handler():
 
 
 def test_good_upload_becomes_the_dataset():
-    at = run_app("data_models")
+    at = run_app("data")
     at.file_uploader(key="upload_file").set_value(("methane.extxyz", _extxyz(30), "text/plain")).run()
     assert_clean(at)
     assert at.selectbox(key="dataset").value.startswith("upload:")
@@ -312,7 +312,7 @@ def test_cache_page_clears_its_cache(tmp_path, monkeypatch):
     at.run()
     assert_clean(at)
     assert any((tmp_path / "embeddings").iterdir())
-    at.switch_page("pages/data_models.py").run()
+    at.switch_page("pages/data.py").run()
     assert at.button(key="cache_clear").disabled
     at.checkbox(key="cache_confirm").check().run()
     at.button(key="cache_clear").click().run()

@@ -1,6 +1,8 @@
 """The dashboard in a real browser: `streamlit run app.py` on a free local port, driven by Debian's Chromium
 through Playwright. Every page must draw a chart without an exception box; a sidebar change must redraw the chart,
-reach the URL and survive a page switch; clicking a point on the embedding map must select that structure.
+reach the URL and survive a page switch; clicking a point on the embedding map must select that structure. Deep
+links (a page's own URL, also as a fresh server's first request) open their page without "Page not found", and the
+navigation never lists the shared code as a page.
 
 Needs /usr/bin/chromium (`apt-get install -y chromium`); the test FAILS without it. Screenshots go to
 test-artifacts/screenshots/; with CPD_UPDATE_SCREENSHOTS=1 the README's ones in docs/screenshots/ are refreshed.
@@ -8,12 +10,14 @@ test-artifacts/screenshots/; with CPD_UPDATE_SCREENSHOTS=1 the README's ones in 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +25,7 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CPD_CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 DOCS_SHOTS = ROOT / "docs" / "screenshots"
@@ -38,6 +42,22 @@ PAGES = [  # (url path with query, screenshot name, charts expected at least)
     (f"data?{SMALL}", "data", 2),
 ]
 WAIT_MS = 420_000
+DEEP_LINKS = [  # (url path with query, title of the page it opens)
+    (f"disentanglement?{SMALL}", "Disentanglement"),
+    (f"layers?{SMALL}", "Layers"),
+    (f"data?{SMALL}", "Data and models"),
+    (f"?{SMALL}", "Disentanglement"),
+]
+# Runs before the app's own scripts: records every text the sidebar navigation shows, from the first paint on,
+# and whether "Page not found" (Streamlit's dialog for an unknown page) was ever on the page.
+WATCH_JS = """
+window.__cpd = {nav: [], notFound: false};
+new MutationObserver(() => {
+  const nav = document.querySelector('[data-testid="stSidebarNav"]');
+  if (nav && window.__cpd.nav[window.__cpd.nav.length - 1] !== nav.textContent) window.__cpd.nav.push(nav.textContent);
+  if (document.body && document.body.textContent.includes("Page not found")) window.__cpd.notFound = true;
+}).observe(document, {childList: true, subtree: true, characterData: true});
+"""
 
 
 def _free_port() -> int:
@@ -46,11 +66,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def streamlit_server(log_name: str):
+    """`streamlit run app.py` on a free local port; yields its URL once it answers its health check."""
     port = _free_port()
     SHOTS.mkdir(parents=True, exist_ok=True)
-    log = open(SHOTS.parent / "streamlit-server.log", "w")
+    log = open(SHOTS.parent / log_name, "w")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.Popen(
@@ -70,13 +91,29 @@ def server():
             proc.kill()
             pytest.fail(f"streamlit did not start (see {log.name})")
         time.sleep(0.5)
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with streamlit_server("streamlit-server.log") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_server():
+    """A server whose first request is this test's: Streamlit treats the first run of a process differently (it
+    lists pages/ as a legacy pages folder until app.py calls st.navigation), so deep links are checked there."""
+    with streamlit_server("streamlit-fresh-server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +152,11 @@ def wait_idle(pg, timeout: float = WAIT_MS / 1000) -> None:
 
 def open_and_check(pg, url: str, charts: int) -> None:
     pg.goto(url)
+    check_charts(pg, charts)
+
+
+def check_charts(pg, charts: int) -> None:
+    """The page drew at least `charts` charts, shows no exception box, and the app is idle."""
     pg.wait_for_selector(".js-plotly-plot", timeout=WAIT_MS)
     wait_idle(pg)
     pg.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {charts}", timeout=60_000)
@@ -178,3 +220,31 @@ def test_clicking_a_point_selects_its_structure(server, page):
     assert after != before
     assert page.locator('[data-testid="stException"]').count() == 0
     shot(page, "embedding_selected")
+
+
+@pytest.mark.parametrize("path, title", DEEP_LINKS, ids=["disentanglement", "layers", "data", "root"])
+def test_deep_link_opens_its_page(fresh_server, page, path, title):
+    """A link to a page opens that page with the link's choices, also as a fresh server's first request ("/" opens
+    Disentanglement). Never Streamlit's "Page not found" dialog."""
+    page.add_init_script(WATCH_JS)
+    open_and_check(page, f"{fresh_server}/{path}", 1)
+    assert page.get_by_text("Page not found").count() == 0
+    assert not page.evaluate("window.__cpd.notFound")
+    assert page.get_by_test_id("stHeading").first.inner_text().startswith(title)
+    assert urllib.parse.urlsplit(page.url).path.startswith("/" + path.split("?")[0])
+    assert page.get_by_test_id("stSidebar").get_by_role("spinbutton", name="Structures (random subset)").input_value() == "200"
+    page.wait_for_function(f"location.search.includes('{SMALL}')", timeout=60_000)
+
+
+def test_sidebar_never_lists_common(fresh_server, page):
+    """The shared dashboard code is not in pages/, so Streamlit never lists it as a page called "common", not
+    even in the first moments of a fresh server's first run (before app.py's st.navigation replaces the list)."""
+    page.add_init_script(WATCH_JS)
+    page.goto(f"{fresh_server}/layers?{SMALL}")
+    nav = page.get_by_test_id("stSidebarNav")
+    nav.wait_for(timeout=WAIT_MS)
+    first = nav.inner_text()
+    check_charts(page, 1)
+    seen = [first, nav.inner_text(), *page.evaluate("window.__cpd.nav")]
+    assert "Layers" in seen[1] and "Disentanglement" in seen[1]
+    assert not [text for text in seen if "common" in text.lower()], seen
