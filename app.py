@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
+from streamlit.runtime.scriptrunner import get_script_run_ctx  # noqa: E402
 
 from dashboard import sidebar, url_state  # noqa: E402
 
@@ -45,14 +46,23 @@ def open_first_page() -> None:
 
 HOME = st.Page(open_first_page, title="CPD Explorer", url_path="home", default=True, visibility="hidden")
 
-st.set_page_config(page_title="CPD Explorer", page_icon=":material/scatter_plot:", layout="wide")
-nav = st.navigation([HOME, *PAGES])
-if nav is HOME:
-    nav.run()  # switches page before the sidebar is drawn; never returns
-token = url_state.IN_APP.set(True)
-try:
-    sidebar.sidebar()
-    nav.run()
-finally:
-    url_state.IN_APP.reset(token)
-    url_state.sync_query_params()
+
+
+def main() -> None:
+    st.set_page_config(page_title="CPD Explorer", page_icon=":material/scatter_plot:", layout="wide")
+    nav = st.navigation([HOME, *PAGES])
+    if nav is HOME:
+        nav.run()  # switches page before the sidebar is drawn; never returns
+    token = url_state.IN_APP.set(True)
+    try:
+        sidebar.sidebar()
+        nav.run()
+    finally:
+        url_state.IN_APP.reset(token)
+        url_state.sync_query_params()
+
+
+# Streamlit runs this file as __main__; a process started with multiprocessing's "spawn" re-imports __main__ too
+# (after an AppTest run in the same process that is this file), and must not draw a page there.
+if get_script_run_ctx() is not None:
+    main()
