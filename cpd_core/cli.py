@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from cpd_core.errors import CPDInputError
+from cpd_core.errors import CPDInputError, listed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="CPD Explorer: what atomistic models encode beyond composition.")
@@ -141,15 +141,56 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
             typer.echo(f"    {layer:24s} {irreps}")
 
 
-def _structures_for(input_file: Optional[Path], dataset: Optional[str], n: Optional[int], seed: int):
+def _structures_for(input_file: Optional[Path], dataset: Optional[str], n: Optional[int], seed: int,
+                    drop_empty: bool = False):
+    """(structures, frame numbers of the structures with no atoms that were left out)."""
     from cpd_core.data import load_dataset
-    from cpd_core.data.userfiles import load_structure_file
+    from cpd_core.data.userfiles import empty_frames, load_structure_file
 
     if (input_file is None) == (dataset is None):
         raise CPDInputError("Give exactly one of --input FILE or --dataset NAME.")
     if input_file is not None:
-        return load_structure_file(input_file)
-    return load_dataset(dataset, n=n, seed=seed)
+        structures = load_structure_file(input_file, drop_empty=drop_empty)
+        return structures, (empty_frames(input_file) if drop_empty else [])
+    structures = load_dataset(dataset, n=n, seed=seed)
+    if n is not None and n > len(structures):
+        typer.echo(f"warning: --n {n:,} is more than the {len(structures):,} structures of {dataset}; using all of "
+                   "them.", err=True)
+    return structures, []
+
+
+def _check_degenerate(structures, cutoff: float, drop: bool):
+    """Warn about (or drop) degenerate structures; returns the structures to embed and the metadata record."""
+    from cpd_core.data.degenerate import describe_degenerate, find_degenerate
+
+    found = find_degenerate(structures, cutoff)
+    record = {**found.to_dict(), "dropped": bool(drop and found.indices()),
+              "ids": structures.table["id"].astype(str).to_numpy()[found.indices()].tolist()}
+    for line in describe_degenerate(found, structures):
+        typer.echo(f"warning: {line} " + ("Dropped (--drop-degenerate)." if drop else
+                                          "Kept; --drop-degenerate drops them."), err=True)
+    if drop and found.indices():
+        keep = np.setdiff1d(np.arange(len(structures)), found.indices())
+        if keep.size == 0:
+            raise CPDInputError("Every structure is degenerate; nothing is left to embed.")
+        structures = structures.subset(keep, name=structures.name)
+    return structures, record
+
+
+def _write_npz(out: Path, **arrays) -> None:
+    """np.savez to a temporary file beside `out`, then rename: a killed run never leaves a broken output."""
+    import os
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 @app.command()
@@ -165,6 +206,12 @@ def embed(
     invariant: str = typer.Option("pooled_norm", help="L>0 invariant: pooled_norm | atom_norm"),
     batch_size: Optional[int] = typer.Option(None, help="Structures per forward pass"),
     workers: int = typer.Option(1, help="Worker processes (one model copy and one torch thread each)"),
+    chunk_size: int = typer.Option(64, help="Structures per saved chunk at most (chunks are also cut to about 30 s "
+                                            "of compute; an interrupted run resumes after the last saved chunk)"),
+    drop_degenerate: bool = typer.Option(False, "--drop-degenerate",
+                                         help="Drop structures with no atoms, an isolated atom (no neighbour within "
+                                              "the model's cutoff) or overlapping atoms (< 0.5 Å); default: warn "
+                                              "and keep (empty ones cannot be kept)"),
     trust_model_file: bool = typer.Option(False, "--trust-model-file",
                                           help="Allow unpickling the mace-file:<path> model named by --model "
                                                "(a .model file is a pickle: loading it runs code from the file)"),
@@ -172,25 +219,40 @@ def embed(
     """Per-structure invariant vectors of every layer and L channel, written as `<layer>/L<l>` arrays."""
     from tqdm import tqdm
 
-    from cpd_core.representations.cache import cached_invariants
+    from cpd_core.representations.cache import ExtractionInterrupted, cached_invariants
     from cpd_core.representations.invariants import INVARIANTS, POOLINGS, feature_key
     from cpd_core.models import describe_model
 
     if pooling not in POOLINGS or invariant not in INVARIANTS:
         raise CPDInputError(f"--pooling must be one of {POOLINGS} and --invariant one of {INVARIANTS}.")
+    if workers < 1:
+        raise CPDInputError(f"--workers must be at least 1 (got {workers}).")
     if trust_model_file:
         from cpd_core.models.mace import FILE_PREFIX, trust_model_file as trust
 
         if not model.startswith(FILE_PREFIX):
             raise CPDInputError("--trust-model-file applies to --model mace-file:<path> only.")
         trust(model[len(FILE_PREFIX):])
-    structures = _structures_for(input_file, dataset, n, seed)
+    structures, empty = _structures_for(input_file, dataset, n, seed, drop_empty=drop_degenerate)
+    if empty:
+        typer.echo(f"warning: {len(empty)} structure(s) have no atoms (frame {listed([str(i) for i in empty])}, "
+                   "counted from 0). Dropped (--drop-degenerate).", err=True)
     info = describe_model(model)
+    structures, degenerate = _check_degenerate(structures, info.cutoff, drop_degenerate)
+    degenerate["empty_frames_dropped"] = empty
     with tqdm(total=len(structures), unit="structure", desc=model) as bar:
         def progress(done, total):
             bar.update(done - bar.n)
 
-        arrays = cached_invariants(model, structures, progress=progress, batch_size=batch_size, workers=workers)
+        try:
+            arrays = cached_invariants(model, structures, progress=progress, batch_size=batch_size,
+                                       workers=workers, chunk_size=chunk_size,
+                                       log=lambda message: typer.echo(message, err=True))
+        except ExtractionInterrupted as stop:
+            bar.close()
+            typer.echo(f"interrupted: {stop.saved:,} of {stop.total:,} structures are saved in the cache; rerun the "
+                       "same command to resume. Nothing was written to --out.", err=True)
+            raise typer.Exit(code=130)
     selected = {}
     for key in arrays:
         layer, l_part, pool = key.split("/")[:3]
@@ -200,9 +262,8 @@ def embed(
     meta = {"model": info.to_dict(), "structures": structures.name, "n": len(structures),
             "ids": structures.table["id"].astype(str).tolist(), "pooling": pooling, "invariant": invariant,
             "keys": sorted(selected), "key_format": "<layer>/L<l>, rows in input order",
-            "example_full_key": feature_key(next(iter(info.layers)), 0, pooling)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, __meta__=np.array(json.dumps(meta)), **selected)
+            "example_full_key": feature_key(next(iter(info.layers)), 0, pooling), "degenerate": degenerate}
+    _write_npz(out, __meta__=np.array(json.dumps(meta)), **selected)
     typer.echo(f"wrote {len(selected)} arrays for {len(structures)} structures to {out}")
 
 
@@ -256,6 +317,15 @@ def report(
     tables = run_experiments(config, log=lambda msg: typer.echo(msg, err=True), timings=timings)
     path = write_report(tables, config, out, time.perf_counter() - start, sum(timings.values()))
     typer.echo(f"wrote {path} and {path.with_suffix('.html')}")
+
+
+@app.command("precompute-default")
+@friendly_errors
+def precompute_default():
+    """Compute the dashboard's first view (QM9 subset, default models) into the cache, as install.sh does."""
+    from cpd_core.study.default_view import precompute
+
+    precompute(log=lambda message: typer.echo(message))
 
 
 def main() -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 import streamlit as st
 
 from cpd_core.errors import CPDInputError
-from cpd_core.study import analysis
+from cpd_core.study import analysis, default_view
 from dashboard.loaders import dataset_infos, fingerprint, load_structures, models_frame, supported_subset
 from dashboard.uploads import upload_path
 from dashboard.url_state import IN_APP, begin_run, widget
 
-DEFAULT_N = 1000
-DEFAULT_MODELS = ("ani2x-aev",)
+DEFAULT_N = default_view.N  # the first view (its representations are precomputed by scripts/install.sh)
+DEFAULT_MODELS = default_view.MODELS
 PROBES = ("ridge", "mlp", "gbt")
 PROBE_LABELS = {"ridge": "Ridge (linear)", "mlp": "MLP (neural net)", "gbt": "Gradient-boosted trees"}
 CRITERION_LABELS = {"kfold": "Nested K-fold CV (default)", "loo": "Exact leave-one-out",
@@ -102,8 +102,8 @@ def sidebar() -> Selection:
     model_options = frame["model"].tolist()
     models = widget("multiselect", "Models", "models", list(DEFAULT_MODELS), model_options, sb,
                     format_func=_model_label,
-                    help="ani2x-aev is instant; the others are computed on first use with a progress bar and "
-                         "cached on disk (resumable if you leave).")
+                    help="The first view's models are precomputed at install; the others are computed on first "
+                         "use with a progress bar and cached on disk (resumable if you leave).")
     targets: list[str] = []
     structures = None
     try:

@@ -20,7 +20,7 @@ import ase
 import numpy as np
 import pandas as pd
 
-from cpd_core.errors import CPDInputError
+from cpd_core.errors import CPDInputError, listed
 
 FORMAT_VERSION = 1
 
@@ -154,7 +154,14 @@ class StructureSet:
         counts = np.array([len(a) for a in atoms_list], dtype=np.int64)
         empty = np.flatnonzero(counts == 0)
         if empty.size:
-            raise CPDInputError(f"'{name}': structure(s) {empty[:5].tolist()} have no atoms; remove them and retry.")
+            raise CPDInputError(f"'{name}': {empty.size} structure(s) have no atoms (structure "
+                                f"{listed([str(i) for i in empty])}, counted from 0); remove them and retry "
+                                "(`embed --drop-degenerate` drops them).")
+        broken = [str(i) for i, a in enumerate(atoms_list)
+                  if not np.isfinite(a.positions).all() or (a.pbc.any() and not np.isfinite(a.cell[:]).all())]
+        if broken:
+            raise CPDInputError(f"'{name}': {len(broken)} structure(s) have NaN or infinite coordinates or cell "
+                                f"vectors (structure {listed(broken)}, counted from 0); fix or remove them.")
         offsets = np.zeros(len(atoms_list) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         rows = []

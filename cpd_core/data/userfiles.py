@@ -15,7 +15,7 @@ import lzma
 from pathlib import Path
 
 import ase.io
-from ase.io.formats import filetype
+from ase.io.formats import UnknownFileTypeError, filetype, ioformats
 
 from cpd_core.data.structures import StructureSet
 from cpd_core.errors import CPDInputError
@@ -90,9 +90,16 @@ def read_atoms(path: str | Path, format: str | None = None) -> list:
             frames = _frames(io.StringIO(data.decode()), fmt)
         else:
             fmt = format or _guess_format(path.name, None) or filetype(str(path), guess=True)
+            if fmt not in ioformats:
+                raise UnknownFileTypeError(fmt)
             frames = _read_db(path) if fmt == "db" else _frames(str(path), fmt)
     except CPDInputError:
         raise
+    except UnknownFileTypeError:
+        raise CPDInputError(
+            f"Cannot tell the format of {path.name}: ase.io reads extxyz, xyz, CIF, POSCAR/CONTCAR (.vasp), ASE "
+            "databases (.db) and more, recognised by the file name's ending or content; rename the file "
+            "accordingly (e.g. structures.extxyz).") from None
     except _FrameError as exc:
         where = (f"parsing stopped inside frame {exc.frame} (frames 1-{exc.frame - 1} were read)" if exc.frame > 1
                  else "parsing stopped in its first frame")
@@ -113,8 +120,19 @@ def read_atoms(path: str | Path, format: str | None = None) -> list:
     return list(frames)
 
 
-def load_structure_file(path: str | Path, name: str | None = None, format: str | None = None) -> StructureSet:
-    """A user's file as a StructureSet: numeric `atoms.info` entries become targets."""
+def load_structure_file(path: str | Path, name: str | None = None, format: str | None = None,
+                        drop_empty: bool = False) -> StructureSet:
+    """A user's file as a StructureSet: numeric `atoms.info` entries become targets. Structures with no atoms are
+    an error, or left out with `drop_empty` (their frame numbers are in `empty_frames(path)`)."""
     path = Path(path)
     frames = read_atoms(path, format=format)
+    if drop_empty:
+        frames = [a for a in frames if len(a)]
+        if not frames:
+            raise CPDInputError(f"{path.name} holds only structures with no atoms.")
     return StructureSet.from_atoms_list(name or path.name, frames)
+
+
+def empty_frames(path: str | Path, format: str | None = None) -> list[int]:
+    """Frame numbers (from 0) of the structures with no atoms in a file."""
+    return [i for i, atoms in enumerate(read_atoms(path, format=format)) if len(atoms) == 0]

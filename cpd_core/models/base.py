@@ -21,7 +21,7 @@ from pathlib import Path
 import ase
 import numpy as np
 
-from cpd_core.errors import CPDInputError
+from cpd_core.errors import CPDInputError, listed
 
 FAMILIES = (
     "tensor-product equivariant",   # MACE, SevenNet, SO3Net
@@ -86,15 +86,6 @@ class ModelAdapter(ABC):
             raise CPDInputError(message)
 
 
-MAX_LISTED = 10  # structures named in a message; the rest are counted
-
-
-def listed(items: list[str]) -> str:
-    """The first MAX_LISTED items, then how many more."""
-    shown = ", ".join(items[:MAX_LISTED])
-    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
-
-
 def structure_problems(info: ModelInfo, atoms_list) -> str | None:
     """One message naming every structure the model cannot take (empty ones, unsupported elements, a molecule
     given to a crystal model) and the fix; None when all are fine. Structures are numbered from 0, in input order."""
@@ -113,7 +104,7 @@ def structure_problems(info: ModelInfo, atoms_list) -> str | None:
     parts = []
     if empty:
         parts.append(f"{len(empty)} structure(s) have no atoms (structure {listed(empty)}); remove them before "
-                     f"extracting with {info.id}.")
+                     f"extracting with {info.id} (`embed --drop-degenerate` drops them).")
     if foreign:
         parts.append(f"{info.id} does not support element(s) {', '.join(sorted(elements))}, found in "
                      f"{len(foreign)} structure(s): {listed(foreign)}. It supports {', '.join(info.elements)}. "

@@ -4,8 +4,10 @@ An entry is keyed by model id, weights hash, dataset fingerprint, the model's la
 format version; inside it, one array per (layer, L, pooling, invariant)
 (`cpd_core.representations.invariants.feature_key`).
 
-- Work is chunked: each chunk of structures is written as soon as it is computed, so an interrupted run
-  (Ctrl-C, a closed browser tab, a crash) resumes where it stopped.
+- Work is chunked by work: at most 64 structures or about 30 s of compute per chunk, each written atomically as
+  soon as it is computed, so an interrupted run (Ctrl-C, SIGKILL, a closed browser tab, a crash) loses at most
+  the chunk in flight and resumes where it stopped. Ctrl-C stops after the saved chunks (ExtractionInterrupted).
+- The file lock is an OS lock (fcntl): a killed process's lock file never blocks a rerun.
 - Every write is atomic (temporary file, then rename); a file lock makes two processes computing the same
   entry take turns (the second finds it done).
 - `workers > 1` computes missing chunks in that many worker processes (one model copy and one torch thread
@@ -39,7 +41,9 @@ from cpd_core.models.base import ModelAdapter, ModelInfo, structure_problems
 from cpd_core.paths import cache_dir
 
 CACHE_FORMAT = 1
-DEFAULT_CHUNK = 512
+DEFAULT_CHUNK = 64  # structures per chunk at most (`embed --chunk-size`)
+CHUNK_SECONDS = 30.0  # and about this much compute per chunk
+DEFAULT_FIRST_CHUNK = 8  # the first chunk is small: it measures the time per structure
 log = logging.getLogger(__name__)
 
 
@@ -95,19 +99,32 @@ def _write_json(path: Path, obj) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
-class EmbeddingEntry:
-    """One cache entry: a folder with verified arrays and a manifest, plus chunk files while incomplete."""
+class ExtractionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during extraction, after every finished chunk was saved: `saved` of `total` structures are on disk."""
 
-    def __init__(self, info: ModelInfo, structures: StructureSet, chunk_size: int = DEFAULT_CHUNK):
-        self.info, self.structures, self.chunk_size = info, structures, chunk_size
+    def __init__(self, saved: int, total: int):
+        super().__init__(f"{saved} of {total} structures saved")
+        self.saved, self.total = saved, total
+
+
+class EmbeddingEntry:
+    """One cache entry: a folder with verified arrays and a manifest, plus chunk files while incomplete.
+
+    Structures are computed in order of size, in chunks of at most `chunk_size` structures that are also cut to
+    about `chunk_seconds` of compute (the next chunk's size follows the measured time per structure). Each chunk
+    file holds its row indices next to the arrays, so a rerun finds every saved row whatever the chunk sizes
+    were, and computes only the rest: a killed run loses at most the chunk in flight."""
+
+    def __init__(self, info: ModelInfo, structures: StructureSet, chunk_size: int = DEFAULT_CHUNK,
+                 chunk_seconds: float = CHUNK_SECONDS):
+        if chunk_size < 1:
+            raise CPDInputError(f"The chunk size must be at least 1 structure (got {chunk_size}).")
+        self.info, self.structures = info, structures
+        self.chunk_size, self.chunk_seconds = chunk_size, chunk_seconds
         self.key = entry_key(info, structures)
         self.folder = embeddings_root() / self.key
         self.chunks = self.folder / "chunks"
         self.lock = FileLock(str(self.folder) + ".lock")
-
-    @property
-    def n_chunks(self) -> int:
-        return -(-len(self.structures) // self.chunk_size)
 
     # ------------------------------------------------------------------ reading
     def load(self) -> dict[str, np.ndarray] | None:
@@ -131,86 +148,129 @@ class EmbeddingEntry:
             manifest_path.unlink(missing_ok=True)
             return None
 
-    def completed_chunks(self) -> list[int]:
-        return [i for i in range(self.n_chunks) if self._load_chunk(i) is not None]
+    def saved_chunks(self) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(row indices, arrays) of every verified chunk on disk; broken chunk files are removed."""
+        parts, seen = [], np.zeros(len(self.structures), dtype=bool)
+        for meta_path in sorted(self.chunks.glob("part_*.json")) if self.chunks.is_dir() else []:
+            part = self._load_chunk(meta_path.with_suffix(".npz"), meta_path)
+            if part is None:
+                continue
+            rows, arrays = part
+            if seen[rows].any():  # an overlapping duplicate (two writers): keep the first
+                continue
+            seen[rows] = True
+            parts.append(part)
+        return parts
 
-    def _chunk_paths(self, i: int) -> tuple[Path, Path]:
-        return self.chunks / f"chunk_{i:05d}.npz", self.chunks / f"chunk_{i:05d}.json"
+    def saved_rows(self) -> int:
+        return sum(len(rows) for rows, _ in self.saved_chunks())
 
-    def _load_chunk(self, i: int) -> dict[str, np.ndarray] | None:
-        data_path, meta_path = self._chunk_paths(i)
-        if not (data_path.is_file() and meta_path.is_file()):
+    def _load_chunk(self, data_path: Path, meta_path: Path):
+        if not data_path.is_file():
             return None
         try:
             if _sha(data_path) != json.loads(meta_path.read_text())["sha256"]:
                 raise ValueError("checksum mismatch")
             with np.load(data_path, allow_pickle=False) as z:
-                return {k.replace("__", "/"): z[k] for k in z.files}
+                rows = z["__rows__"].astype(np.int64)
+                arrays = {k.replace("__", "/"): z[k] for k in z.files if k != "__rows__"}
+            if rows.size == 0 or rows.min() < 0 or rows.max() >= len(self.structures) or \
+                    any(len(v) != len(rows) for v in arrays.values()):
+                raise ValueError("row indices do not fit this entry")
+            return rows, arrays
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            log.warning("Cache chunk %s/%d is corrupt (%s); recomputing it.", self.folder.name, i, exc)
+            log.warning("Cache chunk %s/%s is corrupt (%s); recomputing it.", self.folder.name, data_path.name, exc)
             data_path.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
             return None
 
     # ------------------------------------------------------------------ writing
-    def _bounds(self, i: int) -> tuple[int, int]:
-        return i * self.chunk_size, min((i + 1) * self.chunk_size, len(self.structures))
+    def save_chunk(self, rows, arrays: dict[str, np.ndarray]) -> None:
+        """Write one chunk atomically: the arrays with their row indices, then its checksum file."""
+        rows = np.asarray(rows, dtype=np.int64)
+        name = "part_" + hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+        data_path, meta_path = self.chunks / f"{name}.npz", self.chunks / f"{name}.json"
 
-    def _rows(self, chunks) -> int:
-        return sum(stop - start for start, stop in map(self._bounds, chunks))
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, __rows__=rows, **{k.replace("/", "__"): v for k, v in arrays.items()})
+
+        _atomic_write(data_path, write)
+        _write_json(meta_path, {"sha256": _sha(data_path), "n": int(len(rows))})
+
+    def _todo(self, done: np.ndarray) -> np.ndarray:
+        """Rows not computed yet, in order of structure size (little padding inside a batch)."""
+        by_size = np.argsort(self.structures.n_atoms, kind="stable")
+        return by_size[~done[by_size]]
+
+    def _compute_serial(self, todo, adapter_factory, progress, batch_size, n_done) -> None:
+        adapter, size, start, total = None, min(self.chunk_size, DEFAULT_FIRST_CHUNK), 0, len(self.structures)
+        while start < len(todo):
+            rows = todo[start:start + size]
+            adapter = adapter or adapter_factory()
+            atoms = self.structures.to_atoms_list(rows)
+            inner = (lambda d, _t, s=n_done: progress(s + d, total)) if progress else None
+            began = time.perf_counter()
+            self.save_chunk(rows, extract_invariants(adapter, atoms, batch_size=batch_size, progress=inner))
+            per_structure = (time.perf_counter() - began) / len(rows)
+            size = int(min(self.chunk_size, max(1, self.chunk_seconds / max(per_structure, 1e-9))))
+            start += len(rows)
+            n_done += len(rows)
+            if progress is not None:
+                progress(n_done, total)
 
     def _compute_in_workers(self, todo, workers, progress, batch_size, n_done) -> None:
         """Missing chunks in `workers` processes, saved here as each one arrives (in any order)."""
         from joblib import Parallel, delayed
 
-        tasks = (delayed(_extract_chunk)(i, self.info.id, self.structures.to_atoms_list(range(*self._bounds(i))),
-                                         batch_size) for i in todo)
-        for i, arrays in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
-            self._save_chunk(i, arrays)
-            n_done += self._rows([i])
+        chunks = [todo[i:i + self.chunk_size] for i in range(0, len(todo), self.chunk_size)]
+        tasks = (delayed(_extract_chunk)(rows, self.info.id, self.structures.to_atoms_list(rows), batch_size)
+                 for rows in chunks)
+        for rows, arrays in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
+            self.save_chunk(rows, arrays)
+            n_done += len(rows)
             if progress is not None:
                 progress(n_done, len(self.structures))
 
-    def _save_chunk(self, i: int, arrays: dict[str, np.ndarray]) -> None:
-        data_path, meta_path = self._chunk_paths(i)
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{k.replace("/", "__"): v for k, v in arrays.items()})
-
-        _atomic_write(data_path, write)
-        _write_json(meta_path, {"sha256": _sha(data_path)})
-
     def compute(self, adapter_factory: Callable[[], ModelAdapter], progress: Progress | None = None,
-                batch_size: int | None = None, workers: int = 1) -> dict[str, np.ndarray]:
+                batch_size: int | None = None, workers: int = 1, log: Callable[[str], None] | None = None
+                ) -> dict[str, np.ndarray]:
         """Compute missing chunks (resuming earlier work), assemble, verify and return the arrays.
 
         workers > 1: missing chunks go to worker processes that load the model by id (`adapter_factory` is not
-        used then)."""
+        used then). Ctrl-C raises ExtractionInterrupted once the finished chunks are saved."""
         self.chunks.mkdir(parents=True, exist_ok=True)
         _write_json(self.folder / "entry.json", {"model": self.info.to_dict(), "structures": self.structures.name,
                                                  "fingerprint": self.structures.fingerprint(),
                                                  "n": len(self.structures), "format": CACHE_FORMAT})
         total = len(self.structures)
-        done = set(self.completed_chunks())
-        todo = [i for i in range(self.n_chunks) if i not in done]
-        if workers > 1 and len(todo) > 1:
-            self._compute_in_workers(todo, workers, progress, batch_size, n_done=total - self._rows(todo))
-        else:
-            adapter = None
-            for i in range(self.n_chunks):
-                start, stop = self._bounds(i)
-                if i not in done:
-                    adapter = adapter or adapter_factory()
-                    atoms = self.structures.to_atoms_list(range(start, stop))
-                    inner = (lambda d, _t, s=start: progress(s + d, total)) if progress else None
-                    self._save_chunk(i, extract_invariants(adapter, atoms, batch_size=batch_size, progress=inner))
-                if progress is not None:
-                    progress(stop, total)
-        parts = [self._load_chunk(i) for i in range(self.n_chunks)]
-        if any(p is None for p in parts):  # a chunk vanished or broke meanwhile: go again
-            return self.compute(adapter_factory, progress, batch_size, workers)
-        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        done = np.zeros(total, dtype=bool)
+        for rows, _ in self.saved_chunks():
+            done[rows] = True
+        n_done = int(done.sum())
+        if n_done and log is not None:
+            log(f"resuming: {n_done:,} of {total:,} structures were already computed and saved")
+        todo = self._todo(done)
+        try:
+            if workers > 1 and len(todo) > self.chunk_size:
+                self._compute_in_workers(todo, workers, progress, batch_size, n_done)
+            else:
+                self._compute_serial(todo, adapter_factory, progress, batch_size, n_done)
+        except KeyboardInterrupt as exc:
+            raise ExtractionInterrupted(self.saved_rows(), total) from exc
+        parts = self.saved_chunks()
+        covered = np.zeros(total, dtype=bool)
+        for rows, _ in parts:
+            covered[rows] = True
+        if not covered.all():  # a chunk vanished or broke meanwhile: go again
+            return self.compute(adapter_factory, progress, batch_size, workers, log)
+        arrays = {}
+        for key in parts[0][1]:
+            first = parts[0][1][key]
+            out = np.empty((total,) + first.shape[1:], dtype=first.dtype)
+            for rows, values in parts:
+                out[rows] = values[key]
+            arrays[key] = out
         manifest = {"arrays": {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "key": self.key}
         for key, value in arrays.items():
             path = self.folder / _file_name(key)
@@ -232,18 +292,20 @@ def _worker_adapter(model_id: str) -> ModelAdapter:
     return load_model(model_id)
 
 
-def _extract_chunk(i: int, model_id: str, atoms, batch_size):
-    """Worker task: (chunk index, invariants of the chunk's structures)."""
-    return i, extract_invariants(_worker_adapter(model_id), atoms, batch_size=batch_size)
+def _extract_chunk(rows, model_id: str, atoms, batch_size):
+    """Worker task: (row indices of the chunk, invariants of its structures)."""
+    return rows, extract_invariants(_worker_adapter(model_id), atoms, batch_size=batch_size)
 
 
 def cached_invariants(model_id: str, structures: StructureSet, progress: Progress | None = None,
                       batch_size: int | None = None, chunk_size: int = DEFAULT_CHUNK,
-                      adapter: ModelAdapter | None = None, workers: int = 1) -> dict[str, np.ndarray]:
+                      adapter: ModelAdapter | None = None, workers: int = 1,
+                      log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
     """{feature_key: (n, d)} for a model on a structure set, from the cache or computed (and cached).
 
     The model is loaded only when something must be computed (pass `adapter` to reuse a loaded one).
-    workers > 1 computes missing chunks in that many processes (not with a given `adapter`).
+    workers > 1 computes missing chunks in that many processes (not with a given `adapter`). `log` hears how
+    many structures a resumed run found already saved.
     """
     from cpd_core.models import describe_model, load_model
 
@@ -256,7 +318,7 @@ def cached_invariants(model_id: str, structures: StructureSet, progress: Progres
             if problems:
                 raise CPDInputError(problems)
             arrays = entry.compute(lambda: adapter or load_model(model_id), progress, batch_size,
-                                   workers=1 if adapter is not None else workers)
+                                   workers=1 if adapter is not None else workers, log=log)
         elif progress is not None:
             progress(len(structures), len(structures))
     return arrays

@@ -63,17 +63,26 @@ def test_disentanglement_default_view():
     assert at.title[0].value == "Disentanglement"
     assert len(plotly_charts(at)) == 1
     spec = chart_json(at)
-    assert "R²_geom" in spec and "ani2x-aev" in spec and "handcrafted descriptor" in spec
+    assert "R²_geom" in spec and "ani2x-aev" in spec and "handcrafted descriptor" in spec and "mace-spice" in spec
     df = at.dataframe[0].value
-    assert list(df["model"]) == ["ani2x-aev"] and df["target"].iloc[0] == "gap"
+    assert list(df["model"]) == ["ani2x-aev", "mace-spice"] and set(df["target"]) == {"gap"}
     assert np.isfinite(df[["r2_full", "r2_comp", "r2_geom"]].to_numpy()).all()
     labels = [b.proto.label for b in at.get("download_button")]
     assert "Download chart (HTML)" in labels and "Download table (CSV)" in labels
     assert any("How to read it" in c.value for c in at.caption)
     # sidebar defaults
     assert at.selectbox(key="dataset").value == "qm9"
-    assert at.multiselect(key="models").value == ["ani2x-aev"]
+    assert at.multiselect(key="models").value == ["ani2x-aev", "mace-spice"]
     assert at.selectbox(key="probe").value == "ridge"
+
+
+def test_first_view_routing_page_shows_a_chart():
+    """The default selection holds an equivariant model, so irrep routing draws a chart on first open."""
+    at = run_app("routing")
+    assert_clean(at)
+    assert not at.warning
+    assert len(plotly_charts(at)) == 1
+    assert set(at.dataframe[0].value["model"]) == {"mace-spice"}
 
 
 def test_target_change_updates_chart_url_and_other_pages():
@@ -138,7 +147,7 @@ def test_layers_page_widgets_change_output():
 
 
 def test_routing_page_without_and_with_an_equivariant_model():
-    at = run_app("routing")
+    at = run_app("routing", models="ani2x-aev")
     assert_clean(at)
     assert any("L>0 channels" in w.value for w in at.warning)
     at.button(key="routing_add_mace").click().run()
@@ -163,7 +172,7 @@ def test_routing_page_without_and_with_an_equivariant_model():
 
 def test_probes_page_with_control_targets():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update({"n": "120", "probes_list": "ridge,gbt"})
+    at.query_params.update({"n": "120", "probes_list": "ridge,gbt", "models": "ani2x-aev"})
     at.run()
     at.switch_page("pages/probes.py").run()
     assert_clean(at)
@@ -309,6 +318,7 @@ def test_cache_page_clears_its_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CPD_CACHE_DIR", str(tmp_path))
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["n"] = "50"
+    at.query_params["models"] = "ani2x-aev"
     at.run()
     assert_clean(at)
     assert any((tmp_path / "embeddings").iterdir())

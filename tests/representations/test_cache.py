@@ -73,11 +73,14 @@ def test_interrupted_run_resumes_without_recomputing(isolated_cache, structures)
         cached_invariants("counting-test", structures, adapter=adapter, chunk_size=8, batch_size=8,
                           progress=interrupt_after_two_chunks)
     entry = EmbeddingEntry(adapter.info, structures, chunk_size=8)
-    assert entry.completed_chunks() == [0, 1]
+    assert sorted(len(rows) for rows, _ in entry.saved_chunks()) == [8, 8]
     assert not (entry.folder / "manifest.json").exists()
     resumed = CountingAdapter()
-    arrays = cached_invariants("counting-test", structures, adapter=resumed, chunk_size=8, batch_size=8)
+    messages = []
+    arrays = cached_invariants("counting-test", structures, adapter=resumed, chunk_size=8, batch_size=8,
+                               log=messages.append)
     assert resumed.calls == 3  # only the 3 missing chunks of 8
+    assert messages == ["resuming: 16 of 40 structures were already computed and saved"]
     fresh = CountingAdapter()
     clear_cache()
     reference = cached_invariants("counting-test", structures, adapter=fresh, chunk_size=8, batch_size=8)
@@ -105,9 +108,8 @@ def test_half_written_chunk_is_recomputed(isolated_cache, structures):
     adapter = CountingAdapter()
     entry = EmbeddingEntry(adapter.info, structures, chunk_size=8)
     entry.chunks.mkdir(parents=True)
-    data_path, meta_path = entry._chunk_paths(0)
-    data_path.write_bytes(b"PK\x03\x04 truncated")
-    meta_path.write_text(json.dumps({"sha256": "0" * 64}))
+    (entry.chunks / "part_0000000000000000.npz").write_bytes(b"PK\x03\x04 truncated")
+    (entry.chunks / "part_0000000000000000.json").write_text(json.dumps({"sha256": "0" * 64}))
     arrays = cached_invariants("counting-test", structures, adapter=adapter, chunk_size=8)
     assert np.isfinite(arrays["layer/L0/mean"]).all() and arrays["layer/L0/mean"].shape == (40, 2)
 
@@ -148,10 +150,50 @@ def test_worker_processes_give_the_same_entry_and_resume(isolated_cache, structu
     seen = []
     entry = EmbeddingEntry(describe_model("ani2x-aev"), structures, chunk_size=8)
     entry.chunks.mkdir(parents=True, exist_ok=True)
-    entry._save_chunk(0, {k: v[:8] for k, v in serial.items()})      # as if interrupted after one chunk
+    entry.save_chunk(np.arange(8), {k: v[:8] for k, v in serial.items()})  # as if interrupted after one chunk
     parallel = cached_invariants("ani2x-aev", structures, chunk_size=8, workers=2,
                                  progress=lambda done, total: seen.append(done))
     assert parallel.keys() == serial.keys()
     for key in serial:
         np.testing.assert_allclose(parallel[key], serial[key], rtol=1e-6, atol=1e-7)
     assert seen[-1] == 40 and seen[0] >= 16 and seen == sorted(seen)   # chunk 0 was not recomputed
+
+
+def test_chunks_are_cut_by_time_as_well_as_by_count(isolated_cache, structures):
+    """At most chunk_size structures per chunk, fewer when a chunk would take longer than chunk_seconds: the first
+    chunk (8 structures) measures the time per structure, the next ones follow it."""
+    from cpd_core.representations import cache
+
+    quick = CountingAdapter()
+    cached_invariants("counting-test", structures, adapter=quick, chunk_size=64, batch_size=64)
+    assert quick.calls == 2  # 8, then the other 32 in one chunk
+    clear_cache()
+    slow = CountingAdapter()
+    entry = cache.EmbeddingEntry(slow.info, structures, chunk_size=64, chunk_seconds=1e-9)
+    entry.compute(lambda: slow, batch_size=64)
+    assert slow.calls == 1 + 32  # 8, then one structure per chunk
+
+
+def test_a_chunk_size_below_one_is_refused(isolated_cache, structures):
+    from cpd_core.errors import CPDInputError
+
+    with pytest.raises(CPDInputError, match="at least 1 structure"):
+        cached_invariants("counting-test", structures, adapter=CountingAdapter(), chunk_size=0)
+
+
+def test_chunks_from_a_run_with_another_chunk_size_are_reused(isolated_cache, structures):
+    adapter = CountingAdapter()
+    seen = []
+
+    def stop_after_first_chunk(done, total):
+        seen.append(done)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cached_invariants("counting-test", structures, adapter=adapter, chunk_size=5, batch_size=5,
+                          progress=stop_after_first_chunk)
+    again = CountingAdapter()
+    messages = []
+    cached_invariants("counting-test", structures, adapter=again, chunk_size=16, batch_size=16, log=messages.append)
+    assert messages == ["resuming: 5 of 40 structures were already computed and saved"]
