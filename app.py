@@ -31,6 +31,7 @@ PAGES = [
     st.Page("pages/sample_efficiency.py", title="Sample efficiency", icon=":material/trending_up:",
             url_path="sample_efficiency"),
     st.Page("pages/embedding.py", title="Embedding map", icon=":material/bubble_chart:", url_path="embedding"),
+    st.Page("pages/similarity.py", title="Layer similarity", icon=":material/grid_view:", url_path="similarity"),
     st.Page("pages/data.py", title="Data and models", icon=":material/database:", url_path="data"),
 ]
 

@@ -319,6 +319,35 @@ def report(
     typer.echo(f"wrote {path} and {path.with_suffix('.html')}")
 
 
+@app.command()
+@friendly_errors
+def cka(
+    models: str = typer.Option(..., help="Comma-separated model ids (see `models`)"),
+    out: Path = typer.Option(..., help="Output CSV: one row per ordered pair of layers"),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="Any structure file ase.io reads"),
+    dataset: Optional[str] = typer.Option(None, help="qm9 | mp"),
+    n: Optional[int] = typer.Option(None, help="Subset size (with --dataset)"),
+    seed: int = typer.Option(0, help="Subset seed (with --dataset)"),
+    residual: bool = typer.Option(False, "--residual", help="Remove the part linear in composition first"),
+    pooling: str = typer.Option("mean", help="mean | sum"),
+    invariant: str = typer.Option("pooled_norm", help="L>0 invariant: pooled_norm | atom_norm"),
+):
+    """Debiased linear CKA between every pair of layers of the given models on the same structures."""
+    from cpd_core.study.analysis import layer_similarity
+
+    structures, _ = _structures_for(input_file, dataset, n, seed)
+    ids = [m.strip() for m in models.split(",") if m.strip()]
+    if not ids:
+        raise CPDInputError("Give at least one model id in --models.")
+    table = layer_similarity(structures, ids, residual=residual, pooling=pooling, invariant=invariant)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    cross = table[table.model_a != table.model_b]
+    summary = f"; across models CKA {cross.cka.min():.2f} to {cross.cka.max():.2f}" if len(cross) else ""
+    typer.echo(f"wrote {len(table)} layer pairs ({'composition removed' if residual else 'raw'}) for "
+               f"{len(structures)} structures to {out}{summary}")
+
+
 @app.command("precompute-default")
 @friendly_errors
 def precompute_default():

@@ -139,3 +139,16 @@ def test_embed_refuses_an_untrusted_model_file(tmp_path, monkeypatch, code_paylo
     result = CliRunner().invoke(app, ["embed", "--model", "ani2x-aev", "--dataset", "qm9", "--n", "10",
                                       "--out", str(tmp_path / "a.npz"), "--trust-model-file"])
     assert result.exit_code == 2 and "mace-file:<path> only" in result.output
+
+
+def test_cka_command_writes_the_pair_table(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "cka.csv"
+    result = runner.invoke(app, ["cka", "--models", "ani2x-aev,ani2x-nets", "--dataset", "qm9", "--n", "80",
+                                 "--residual", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert len(table) == 16 and set(table.residual) == {True} and "across models CKA" in result.output
+    bad = runner.invoke(app, ["cka", "--models", " , ", "--dataset", "qm9", "--n", "80", "--out", str(out)])
+    assert bad.exit_code == 2 and "at least one model" in bad.stderr

@@ -432,6 +432,48 @@ def embedding_map(features: np.ndarray, method: str = "pca", residual: bool = Fa
     raise CPDInputError(f"Unknown map method '{method}'; choose 'pca' or 'umap'.")
 
 
+def layer_similarity(structures: StructureSet, model_ids: Iterable[str], residual: bool = False,
+                     composition: str = "counts", pooling: str = "mean", invariant: str = "pooled_norm",
+                     features: dict | None = None, progress: AnalysisProgress | None = None) -> pd.DataFrame:
+    """Debiased linear CKA between every pair of layers, within and across models, on the same structures.
+
+    Each layer is represented by all its channels side by side (L>0 through `invariant`). With `residual`, the
+    part linear in composition ([1 | C], fitted on all rows: a similarity, not a score) is removed from every
+    layer first. One row per ordered pair: model_a, layer_a, depth_a, model_b, layer_b, depth_b, cka."""
+    from cpd_core.engine.cka import linear_cka
+    from cpd_core.engine.projection import CompositionProjector
+    from cpd_core.models import describe_model
+
+    model_ids = list(model_ids)
+    progress = progress or _noop
+    feats = features if features is not None else feature_sets(structures, model_ids, pooling, invariant, progress,
+                                                                combined="always")
+    keys = [(m, layer) for m in model_ids for layer in describe_model(m).layers]
+    blocks = {}
+    C = composition_matrix(structures, composition)[0] if residual else None
+    for m, layer in keys:
+        H = feats.get((m, layer, "all"), feats.get((m, layer, "L0")))
+        if H is None:
+            raise CPDInputError(f"No representation of {m} {layer}; compute the features with combined='always'.")
+        blocks[(m, layer)] = CompositionProjector().fit_transform(C, H) if residual else np.asarray(H, np.float64)
+    rows, total, done = [], len(keys) * (len(keys) + 1) // 2, 0
+    for i, a in enumerate(keys):
+        for b in keys[i:]:
+            value = 1.0 if a == b else linear_cka(blocks[a], blocks[b])
+            depth_a, depth_b = layer_depths(a[0])[a[1]], layer_depths(b[0])[b[1]]
+            rows.append({"model_a": a[0], "layer_a": a[1], "depth_a": depth_a, "model_b": b[0], "layer_b": b[1],
+                         "depth_b": depth_b, "cka": value})
+            if a != b:
+                rows.append({"model_a": b[0], "layer_a": b[1], "depth_a": depth_b, "model_b": a[0], "layer_b": a[1],
+                             "depth_b": depth_a, "cka": value})
+            done += 1
+            progress("CKA between layers", done, total)
+    table = pd.DataFrame(rows)
+    table["residual"] = residual
+    table["n"] = len(structures)
+    return table
+
+
 # ---------------------------------------------------------------------------------------------- data views
 def composition_table(structures: StructureSet) -> pd.DataFrame:
     """Per structure: formula, n_atoms, n_heavy (non-H atoms) and one `count_<El>` column per element."""

@@ -339,3 +339,17 @@ def test_ridge_alpha_criterion_is_a_sidebar_choice_kept_in_the_url():
     assert_clean(at)
     assert at.query_params["criterion"] in (["gcv"], "gcv")
     assert len(plotly_charts(at)) == 1
+
+
+def test_layer_similarity_page_before_and_after_composition_removal():
+    at = run_app("similarity", models="ani2x-aev,ani2x-nets")
+    assert_clean(at)
+    assert len(plotly_charts(at)) == 1 and "Linear CKA between layers (raw)" in chart_json(at)
+    raw = at.dataframe[0].value
+    assert set(raw["model_a"]) == {"ani2x-aev", "ani2x-nets"} and set(raw["residual"]) == {False}
+    at.radio(key="cka_residual").set_value(True).run()
+    assert_clean(at)
+    assert "composition removed" in chart_json(at)
+    residual = at.dataframe[0].value
+    assert set(residual["residual"]) == {True} and len(residual) == len(raw)
+    assert at.query_params["cka_residual"] in (["1"], "1")

@@ -39,6 +39,7 @@ PAGES = [  # (url path with query, screenshot name, charts expected at least)
     (f"sample_efficiency?{SMALL}", "sample_efficiency", 1),
     (f"embedding?{SMALL}", "embedding", 2),
     (f"data?{SMALL}", "data", 2),
+    (f"similarity?{SMALL}&models=ani2x-aev,ani2x-nets,mace-spice", "similarity", 1),
 ]
 WAIT_MS = 420_000
 DEEP_LINKS = [  # (url path with query, title of the page it opens)
@@ -144,7 +145,8 @@ def test_page_renders_a_chart(server, page, path, name, charts):
     if name == "embedding":  # the 3D viewer iframe is there too
         assert page.locator("iframe").count() >= 1
     saved = shot(page, name)
-    if os.environ.get("CPD_UPDATE_SCREENSHOTS") == "1" and name in ("disentanglement", "embedding", "routing"):
+    if os.environ.get("CPD_UPDATE_SCREENSHOTS") == "1" and name in ("disentanglement", "embedding", "routing",
+                                                                         "similarity"):
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(saved, DOCS_SHOTS / saved.name)
 
