@@ -88,11 +88,14 @@ def probe(
     criterion: str = typer.Option("kfold", help="Ridge alpha selection: kfold (nested K-fold CV of the whole "
                                                 "pipeline) | loo (exact leave-one-out) | gcv"),
     split: str = typer.Option("kfold", help="kfold (--folds shuffled folds) | fixed (one seeded 80/20 split)"),
+    eraser: str = typer.Option("qr", help="Composition eraser for R²_geom: qr (least-squares projection on "
+                                          "[1 | C]) | leace (concept erasure)"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object"),
 ):
     """R²_full, R²_comp and R²_geom of one target with shuffled K-fold CV."""
-    from cpd_core.engine.scores import cpd_scores
     from cpd_core.engine.probes import ridge_params
+    from cpd_core.engine.projection import eraser_params
+    from cpd_core.engine.scores import cpd_scores
 
     H = load_array(features, "features")
     C = load_array(composition, "composition")
@@ -108,7 +111,7 @@ def probe(
         raise CPDInputError(f"Target must be one column, got shape {y.shape}.")
     params = ridge_params(probe_name, criterion)
     result = cpd_scores(H, C, y, probe=probe_name, folds=folds, seed=seed, projection=projection,
-                        probe_params=params, split=split)[0]
+                        probe_params=params, split=split, projector_params=eraser_params(eraser))[0]
     out = result.to_dict()
     if out["n_dropped"]:
         typer.echo(f"warning: dropped {out['n_dropped']} structure(s) whose target is NaN or infinite; "
@@ -120,7 +123,7 @@ def probe(
         typer.echo(f"R²_{part:4s} {out[f'r2_{part}']:+.3f} ± {out[f'r2_{part}_std']:.3f}")
     typer.echo(f"n={out['n']} (dropped {out['n_dropped']} non-finite targets), probe={probe_name}, "
                f"{'one fixed 80/20 split' if split == 'fixed' else f'{folds}-fold shuffled'} (seed {seed}), "
-               f"projection={projection}")
+               f"projection={projection}, eraser={eraser}")
 
 
 @app.command()

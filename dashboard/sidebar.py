@@ -20,6 +20,15 @@ DEFAULT_N = default_view.N  # the first view (its representations are precompute
 DEFAULT_MODELS = default_view.MODELS
 PROBES = ("ridge", "mlp", "gbt")
 PROBE_LABELS = {"ridge": "Ridge (linear)", "mlp": "MLP (neural net)", "gbt": "Gradient-boosted trees"}
+ERASER_LABELS = {"qr": "QR projection on [1 | counts]", "leace": "LEACE (concept erasure)"}
+
+
+def eraser_choice() -> str:
+    """The composition eraser for R²_geom on this page (kept in the URL as `eraser`)."""
+    return widget("radio", "Composition eraser", "eraser", "qr", ERASER_LABELS, format_func=ERASER_LABELS.get,
+                  horizontal=True, help="How composition is removed before R²_geom: the least-squares projection "
+                  "on [1 | element counts] row by row (default), or LEACE, the least change to the features after "
+                  "which no linear function predicts any element count. Both are fitted on training folds only.")
 CRITERION_LABELS = {"kfold": "Nested K-fold CV (default)", "loo": "Exact leave-one-out",
                     "gcv": "Generalised CV (fast; fragile with outliers)"}
 APP_FILE = Path(__file__).resolve().parent.parent / "app.py"

@@ -15,13 +15,14 @@ st.markdown(
 
 structures = loaders.structures_or_stop(sel, need_target=True)
 models = loaders.ready_models(sel, structures)
+eraser = sidebar.eraser_choice()
 with loaders.guard("The CPD computation"):
     feats = loaders.features(sel, structures, models)
     best = loaders.compute(
-        ("headline", *sel.key(), tuple(models), sel.target, sel.probe),
+        ("headline", *sel.key(), tuple(models), sel.target, sel.probe, eraser),
         f"CPD with {sidebar.PROBE_LABELS[sel.probe]} probes on {len(structures):,} structures",
         lambda p: analysis.headline(structures, models, [sel.target], probe=sel.probe, features=feats, progress=p,
-                                    **sel.engine_kwargs()))
+                                    eraser=eraser, **sel.engine_kwargs()))
 
 order = best.sort_values(["family", "r2_geom"], ascending=[True, False])
 fig = go.Figure()
@@ -61,6 +62,6 @@ charts.chart(
     "value is slightly optimistic.")
 
 cols = ["model", "family", "layer", "channel", "invariant", "dim", "target", "r2_full", "r2_full_std", "r2_comp",
-        "r2_comp_std", "r2_geom", "r2_geom_std", "probe", "n", "folds", "selected_by"]
+        "r2_comp_std", "r2_geom", "r2_geom_std", "probe", "eraser", "n", "folds", "selected_by"]
 charts.table(order[cols].round(4), f"disentanglement_{sel.target}_{sel.probe}",
              "One row per model: the selected layer and channel with mean and standard deviation over folds.")

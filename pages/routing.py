@@ -37,13 +37,14 @@ if not targets:
     st.warning("Choose at least one target.")
     st.stop()
 probe = sidebar.page_probe(sel, "routing", "one probe per layer, channel and target")
+eraser = sidebar.eraser_choice()
 with loaders.guard("The CPD computation"):
     feats = loaders.features(sel, structures, models)
     table = loaders.compute(
-        ("routing", *sel.key(), tuple(models), tuple(targets), probe),
+        ("routing", *sel.key(), tuple(models), tuple(targets), probe, eraser),
         f"CPD per layer and L channel with {sidebar.PROBE_LABELS[probe]} probes",
         lambda p: analysis.routing(structures, models, targets, probe=probe, features=feats, progress=p,
-                                   **sel.engine_kwargs()))
+                                   eraser=eraser, **sel.engine_kwargs()))
 
 value = f"r2_{part}"
 for m in models:
@@ -63,5 +64,5 @@ for m in models:
         "L1 cell for the dipole and a bright L0 cell for the gap means the model routes each property through "
         f"the channel of matching symmetry. L>0 cells use {sel.invariant}.")
 charts.table(table[["model", "family", "layer", "depth", "channel", "invariant", "dim", "target", "r2_full",
-                    "r2_full_std", "r2_comp", "r2_geom", "r2_geom_std", "probe"]].round(4),
+                    "r2_full_std", "r2_comp", "r2_geom", "r2_geom_std", "probe", "eraser"]].round(4),
              f"routing_{sel.invariant}_{probe}")

@@ -152,3 +152,13 @@ def test_cka_command_writes_the_pair_table(tmp_path):
     assert len(table) == 16 and set(table.residual) == {True} and "across models CKA" in result.output
     bad = runner.invoke(app, ["cka", "--models", " , ", "--dataset", "qm9", "--n", "80", "--out", str(out)])
     assert bad.exit_code == 2 and "at least one model" in bad.stderr
+
+
+def test_probe_with_the_leace_eraser(arrays):
+    qr = json.loads(runner.invoke(app, _probe_args(arrays, "--json")).stdout)
+    leace = runner.invoke(app, _probe_args(arrays, "--json", "--eraser", "leace"))
+    assert leace.exit_code == 0, leace.output
+    leace = json.loads(leace.stdout)
+    assert leace["r2_geom"] > 0.9 and abs(leace["r2_geom"] - qr["r2_geom"]) < 0.03
+    bad = runner.invoke(app, _probe_args(arrays, "--eraser", "svd"))
+    assert bad.exit_code == 2 and "Unknown eraser" in bad.stderr

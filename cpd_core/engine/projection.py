@@ -100,3 +100,23 @@ class CompositionProjector(BaseEstimator, TransformerMixin):
     def composition_part(self, C) -> np.ndarray:
         """The fitted linear-in-composition part [1 | C] B for the given rows."""
         return _design(C) @ self.coef_
+
+
+ERASERS = ("qr", "leace")
+
+
+def make_projector(params: dict | None = None):
+    """The composition eraser `params` asks for: CompositionProjector(**params), or LEACE for method 'leace'."""
+    params = dict(params or {})
+    if params.get("method") == "leace":
+        from cpd_core.engine.leace import LeaceProjector
+
+        return LeaceProjector()
+    return CompositionProjector(**params)
+
+
+def eraser_params(eraser: str) -> dict | None:
+    """projector_params for an eraser name ('qr', the default, or 'leace')."""
+    if eraser not in ERASERS:
+        raise CPDInputError(f"Unknown eraser '{eraser}'; choose one of {ERASERS}.")
+    return None if eraser == "qr" else {"method": "leace"}

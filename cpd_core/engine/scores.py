@@ -27,7 +27,7 @@ from threadpoolctl import ThreadpoolController
 from cpd_core.errors import CPDInputError
 from cpd_core.engine.probes import (CRITERIA, DEFAULT_CRITERION, inner_fold_labels, make_probe, probe_settings,
                                     ridge_settings)
-from cpd_core.engine.projection import CompositionProjector
+from cpd_core.engine.projection import CompositionProjector, make_projector
 from cpd_core.engine.ridge_folds import ridge_cpd_folds
 
 PROJECTIONS = ("fold", "transductive")
@@ -171,7 +171,7 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
                 settings.setdefault(part, []).append(ridge_settings(criterion, params.get("alphas"), chosen, dropped))
     slow = [part for part in parts if part not in fast]
     if projection == "transductive" and "geom" in slow:
-        residual_all = CompositionProjector(**(projector_params or {})).fit_transform(C, H)
+        residual_all = make_projector(projector_params).fit_transform(C, H)
     for train, test in splits if slow else []:
         inputs = {}
         if "full" in slow:
@@ -180,7 +180,7 @@ def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5,
             inputs["comp"] = (C[train], C[test])
         if "geom" in slow:
             if projection == "fold":
-                projector = CompositionProjector(**(projector_params or {})).fit(C[train], H[train])
+                projector = make_projector(projector_params).fit(C[train], H[train])
                 inputs["geom"] = (projector.transform(H[train]), projector.transform(H[test], C[test]))
             else:
                 inputs["geom"] = (residual_all[train], residual_all[test])
@@ -312,7 +312,7 @@ def _blas_threads() -> ThreadpoolController:
 
 def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds: int = 5, seed: int = 0,
              projection: str = "fold", shuffle: bool = True, progress=None, n_jobs: int = -1,
-             probe_params=None, split: str = "kfold") -> pd.DataFrame:
+             probe_params=None, split: str = "kfold", projector_params=None) -> pd.DataFrame:
     """CPD scores for many feature sets on the same structures and targets, as one tidy table.
 
     feature_sets: {label tuple or str: H (n, d)}; a tuple label (model, layer, channel) becomes columns
@@ -326,7 +326,8 @@ def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds
     def one(label, H):
         with _blas_threads().limit(limits=1):  # many small BLAS calls: one thread each, sets in parallel
             results = cpd_scores(H, C, Y, target_names, probe, folds, seed, projection, shuffle,
-                                 parts=("full", "geom"), probe_params=probe_params, split=split)
+                                 parts=("full", "geom"), probe_params=probe_params, split=split,
+                                 projector_params=projector_params)
         for r in results:
             r.r2_comp, r.r2_comp_std = comp[r.target].r2_comp, comp[r.target].r2_comp_std
         labels = dict(zip(("model", "layer", "channel"), label)) if isinstance(label, tuple) else {"features": label}

@@ -192,7 +192,7 @@ def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets:
                     folds: int = 5, seed: int = 0, composition: str = "counts", projection: str = "fold",
                     features: dict | None = None, only: Iterable[tuple[str, str, str]] | None = None,
                     progress: AnalysisProgress | None = None, n_jobs: int = -1, split: str = "kfold",
-                    criterion: str | None = None) -> pd.DataFrame:
+                    criterion: str | None = None, eraser: str = "qr") -> pd.DataFrame:
     """CPD scores of every (model, layer, channel) for the targets, as one tidy table.
 
     Columns: model, family, layer, depth, n_layers, rel_depth, channel, dim, target, r2_full, r2_full_std,
@@ -200,9 +200,11 @@ def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets:
     invariant ('' for L0), pooling, composition, control.
     `only` restricts to the given (model, layer, channel) keys; `features` reuses precomputed feature sets.
     `criterion` chooses how Ridge picks its alpha ('kfold', 'loo', 'gcv'; default 'kfold'); other probes ignore it.
+    `eraser` removes composition for R²_geom: 'qr' (least-squares projection on [1 | C], the default) or 'leace'.
     """
-    from cpd_core.engine.scores import cpd_grid
     from cpd_core.engine.probes import ridge_params
+    from cpd_core.engine.projection import eraser_params
+    from cpd_core.engine.scores import cpd_grid
 
     progress = progress or _noop
     model_ids = list(model_ids)
@@ -220,8 +222,10 @@ def disentanglement(structures: StructureSet, model_ids: Iterable[str], targets:
     Y, names = target_matrix(structures, targets)
     table = cpd_grid(features, C, Y, names, probe=probe, folds=folds, seed=seed, projection=projection,
                      progress=lambda d, t: progress(f"CPD with {probe} probes", d, t), n_jobs=n_jobs, split=split,
-                     probe_params=ridge_params(probe, criterion))
-    return _label_table(table, pooling, invariant, composition)
+                     probe_params=ridge_params(probe, criterion), projector_params=eraser_params(eraser))
+    table = _label_table(table, pooling, invariant, composition)
+    table["eraser"] = eraser
+    return table
 
 
 def best_layer(table: pd.DataFrame, by: str = "r2_geom", channels: Iterable[str] | None = None) -> pd.DataFrame:

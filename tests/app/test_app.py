@@ -353,3 +353,19 @@ def test_layer_similarity_page_before_and_after_composition_removal():
     residual = at.dataframe[0].value
     assert set(residual["residual"]) == {True} and len(residual) == len(raw)
     assert at.query_params["cka_residual"] in (["1"], "1")
+
+
+def test_eraser_choice_on_disentanglement_and_routing_is_kept_in_the_url():
+    at = run_app()
+    assert_clean(at)
+    qr = at.dataframe[0].value
+    assert set(qr["eraser"]) == {"qr"}
+    at.radio(key="eraser").set_value("leace").run()
+    assert_clean(at)
+    leace = at.dataframe[0].value
+    assert set(leace["eraser"]) == {"leace"} and at.query_params["eraser"] in (["leace"], "leace")
+    assert leace["r2_geom"].iloc[0] != qr["r2_geom"].iloc[0]
+    assert leace["r2_full"].iloc[0] == pytest.approx(qr["r2_full"].iloc[0], abs=1e-9)  # the eraser only affects geom
+    at.switch_page("pages/routing.py").run()
+    assert_clean(at)
+    assert at.radio(key="eraser").value == "leace" and set(at.dataframe[0].value["eraser"]) == {"leace"}
