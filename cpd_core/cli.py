@@ -351,6 +351,38 @@ def cka(
                f"{len(structures)} structures to {out}{summary}")
 
 
+@app.command("export-chemiscope")
+@friendly_errors
+def export_chemiscope(
+    model: str = typer.Option(..., help="Model id (see `models`)"),
+    out: Path = typer.Option(..., help="Output file, ending in .json.gz (opens in chemiscope's viewer)"),
+    layer: Optional[str] = typer.Option(None, help="Layer (default: the model's last)"),
+    channel: str = typer.Option("L0", help="L0, L1, ... or all"),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="Any structure file ase.io reads"),
+    dataset: Optional[str] = typer.Option(None, help="qm9 | mp"),
+    n: Optional[int] = typer.Option(None, help="Subset size (with --dataset)"),
+    seed: int = typer.Option(0, help="Subset seed, map seed and fold seed"),
+    target: Optional[str] = typer.Option(None, help="Add each structure's out-of-fold probe error for this target"),
+    method: str = typer.Option("pca", help="pca | umap"),
+    pooling: str = typer.Option("mean", help="mean | sum"),
+    invariant: str = typer.Option("pooled_norm", help="L>0 invariant: pooled_norm | atom_norm"),
+):
+    """An embedding map (raw and composition-removed) with targets and probe errors, for chemiscope."""
+    from cpd_core.models import describe_model
+    from cpd_core.study.analysis import feature_sets
+    from cpd_core.study.export import chemiscope_export
+
+    structures, _ = _structures_for(input_file, dataset, n, seed)
+    layer = layer or list(describe_model(model).layers)[-1]
+    feats = feature_sets(structures, [model], pooling, invariant, combined="always")
+    if (model, layer, channel) not in feats:
+        options = ", ".join(f"{k[1]}/{k[2]}" for k in feats)
+        raise CPDInputError(f"{model} has no layer/channel {layer}/{channel}; choose one of {options}.")
+    path = chemiscope_export(out, structures, feats[(model, layer, channel)], f"{model} {layer} {channel}",
+                             target=target, method=method, seed=seed)
+    typer.echo(f"wrote {path} ({len(structures)} structures); open it at chemiscope.org or with chemiscope.show")
+
+
 @app.command("precompute-default")
 @friendly_errors
 def precompute_default():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -76,3 +78,16 @@ def structure_viewer(structures, i: int, height: int = 380) -> None:
         import streamlit.components.v1 as components
 
         components.html(html, height=height + 10)
+
+
+def chemiscope_bytes(structures, features, name: str, target: str | None, method: str, composition: str, seed: int,
+                     folds: int) -> bytes:
+    """An embedding map as a chemiscope file, for a download button (made only when the user clicks)."""
+    import tempfile
+
+    from cpd_core.study.export import chemiscope_export
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = chemiscope_export(Path(folder) / "map.json.gz", structures, features, name, target=target,
+                                 method=method, composition=composition, seed=seed, folds=folds)
+        return path.read_bytes()

@@ -91,6 +91,16 @@ for col, residual in zip(cols, (False, True)):
              "The red ring marks the selected structure."),
             key=chart_key, on_select=lambda k=chart_key: _on_select(k), selection_mode="points")
 
+
+
+st.download_button("Download for chemiscope (.json.gz)", on_click="ignore",
+                   data=lambda: charts.chemiscope_bytes(structures, H, f"{model} {layer} {channel}", sel.target, method,
+                                                        sel.composition, sel.seed, sel.folds),
+                   file_name=charts.slug(f"chemiscope_{model}_{layer}_{channel}_{method}") + ".json.gz",
+                   mime="application/gzip", key="emb_chemiscope", icon=":material/download:",
+                   help="Open the file at chemiscope.org (or with chemiscope.show in a notebook) to explore the "
+                        "structures on this map, with the targets and each structure's out-of-fold probe error.")
+
 st.subheader("Structure")
 labels = structures.table["smiles"] if "smiles" in structures.table else comp["formula"]
 if n <= 5000:

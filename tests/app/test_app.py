@@ -369,3 +369,22 @@ def test_eraser_choice_on_disentanglement_and_routing_is_kept_in_the_url():
     at.switch_page("pages/routing.py").run()
     assert_clean(at)
     assert at.radio(key="eraser").value == "leace" and set(at.dataframe[0].value["eraser"]) == {"leace"}
+
+
+def test_embedding_page_offers_a_chemiscope_file():
+    import gzip
+    import io
+    import json
+
+    at = run_app("embedding")
+    assert_clean(at)
+    button = [b for b in at.get("download_button") if b.proto.label == "Download for chemiscope (.json.gz)"]
+    assert len(button) == 1 and button[0].proto.deferred_file_id  # made when clicked, by charts.chemiscope_bytes
+    from cpd_core.data.qm9 import load_qm9
+    from cpd_core.study.analysis import feature_sets
+    from dashboard.charts import chemiscope_bytes
+
+    structures = load_qm9(n=int(N), seed=0)
+    H = feature_sets(structures, ["ani2x-aev"])[("ani2x-aev", "aev", "L0")]
+    data = json.load(gzip.open(io.BytesIO(chemiscope_bytes(structures, H, "x", "gap", "pca", "counts", 0, 5))))
+    assert len(data["structures"]) == int(N) and "gap error (geom)" in data["properties"]
