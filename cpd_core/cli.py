@@ -144,6 +144,20 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
             typer.echo(f"    {layer:24s} {irreps}")
 
 
+# options shared by the commands that take structures and several models
+INPUT_OPTION = typer.Option(None, "--input", help="Any structure file ase.io reads")
+DATASET_OPTION = typer.Option(None, help="qm9 | mp")
+N_OPTION = typer.Option(None, help="Subset size (with --dataset)")
+MODELS_OPTION = typer.Option(..., help="Comma-separated model ids (see `models`)")
+
+
+def _model_list(models: str) -> list[str]:
+    ids = [m.strip() for m in models.split(",") if m.strip()]
+    if not ids:
+        raise CPDInputError("Give at least one model id in --models.")
+    return ids
+
+
 def _structures_for(input_file: Optional[Path], dataset: Optional[str], n: Optional[int], seed: int,
                     drop_empty: bool = False):
     """(structures, frame numbers of the structures with no atoms that were left out)."""
@@ -325,11 +339,11 @@ def report(
 @app.command()
 @friendly_errors
 def cka(
-    models: str = typer.Option(..., help="Comma-separated model ids (see `models`)"),
+    models: str = MODELS_OPTION,
     out: Path = typer.Option(..., help="Output CSV: one row per ordered pair of layers"),
-    input_file: Optional[Path] = typer.Option(None, "--input", help="Any structure file ase.io reads"),
-    dataset: Optional[str] = typer.Option(None, help="qm9 | mp"),
-    n: Optional[int] = typer.Option(None, help="Subset size (with --dataset)"),
+    input_file: Optional[Path] = INPUT_OPTION,
+    dataset: Optional[str] = DATASET_OPTION,
+    n: Optional[int] = N_OPTION,
     seed: int = typer.Option(0, help="Subset seed (with --dataset)"),
     residual: bool = typer.Option(False, "--residual", help="Remove the part linear in composition first"),
     pooling: str = typer.Option("mean", help="mean | sum"),
@@ -339,9 +353,7 @@ def cka(
     from cpd_core.study.analysis import layer_similarity
 
     structures, _ = _structures_for(input_file, dataset, n, seed)
-    ids = [m.strip() for m in models.split(",") if m.strip()]
-    if not ids:
-        raise CPDInputError("Give at least one model id in --models.")
+    ids = _model_list(models)
     table = layer_similarity(structures, ids, residual=residual, pooling=pooling, invariant=invariant)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
@@ -351,6 +363,32 @@ def cka(
                f"{len(structures)} structures to {out}{summary}")
 
 
+@app.command("node-cpd")
+@friendly_errors
+def node_cpd(
+    models: str = MODELS_OPTION,
+    out: Path = typer.Option(..., help="Output CSV: one row per model, layer, L channel and per-atom target"),
+    input_file: Optional[Path] = INPUT_OPTION,
+    dataset: Optional[str] = DATASET_OPTION,
+    n: Optional[int] = N_OPTION,
+    seed: int = typer.Option(0, help="Subset seed and fold seed"),
+    targets: Optional[str] = typer.Option(None, help="Comma-separated per-atom targets (default: all available: "
+                                                     "mulliken for QM9, coordination, centroid_distance)"),
+    folds: int = typer.Option(5, help="Folds, drawn over molecules"),
+):
+    """Node-level CPD: per-atom invariants probed for per-atom targets, per-atom composition removed."""
+    from cpd_core.study.node_level import node_level
+
+    structures, _ = _structures_for(input_file, dataset, n, seed)
+    ids = _model_list(models)
+    chosen = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
+    table = node_level(structures, ids, chosen, folds=folds, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    typer.echo(f"wrote {len(table)} rows ({table['n_atoms'].iloc[0]:,} atoms of {len(structures):,} structures) "
+               f"to {out}")
+
+
 @app.command("export-chemiscope")
 @friendly_errors
 def export_chemiscope(
@@ -358,9 +396,9 @@ def export_chemiscope(
     out: Path = typer.Option(..., help="Output file, ending in .json.gz (opens in chemiscope's viewer)"),
     layer: Optional[str] = typer.Option(None, help="Layer (default: the model's last)"),
     channel: str = typer.Option("L0", help="L0, L1, ... or all"),
-    input_file: Optional[Path] = typer.Option(None, "--input", help="Any structure file ase.io reads"),
-    dataset: Optional[str] = typer.Option(None, help="qm9 | mp"),
-    n: Optional[int] = typer.Option(None, help="Subset size (with --dataset)"),
+    input_file: Optional[Path] = INPUT_OPTION,
+    dataset: Optional[str] = DATASET_OPTION,
+    n: Optional[int] = N_OPTION,
     seed: int = typer.Option(0, help="Subset seed, map seed and fold seed"),
     target: Optional[str] = typer.Option(None, help="Add each structure's out-of-fold probe error for this target"),
     method: str = typer.Option("pca", help="pca | umap"),

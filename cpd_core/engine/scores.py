@@ -143,21 +143,41 @@ def _make_splits(n: int, folds: int, seed: int, shuffle: bool, split: str) -> li
     return list(splitter.split(np.arange(n)))
 
 
+def grouped_fold_indices(row_groups, folds: int, seed: int = 0, shuffle: bool = True, split: str = "kfold"):
+    """(train, test) row indices whose folds are drawn over the groups (every group's rows in one fold)."""
+    labels, rows_of = np.unique(np.asarray(row_groups), return_inverse=True)
+    if len(labels) < 2 * folds:
+        raise CPDInputError(f"Too few groups: {len(labels)} for {folds}-fold CV over groups; need at least "
+                            f"{2 * folds}.")
+    out = []
+    for train_groups, test_groups in fold_indices(len(labels), folds, seed, shuffle, split):
+        test = np.isin(rows_of, test_groups)
+        out.append((np.flatnonzero(~test), np.flatnonzero(test)))
+    return out
+
+
 def cpd_scores(H, C, Y, target_names=None, probe: str = "ridge", folds: int = 5, seed: int = 0,
                projection: str = "fold", shuffle: bool = True, parts=PARTS, probe_params=None,
-               projector_params=None, split: str = "kfold") -> list[CPDResult]:
+               projector_params=None, split: str = "kfold", row_groups=None) -> list[CPDResult]:
     """R²_full, R²_comp and R²_geom (mean, std over folds) for each target column of Y.
+
+    row_groups (one label per row, e.g. the molecule of each atom) keeps every group's rows in one fold: the
+    folds are drawn over the groups.
 
     probe_params go to the probe (e.g. {"alphas": [1.0]} for a fixed Ridge alpha); projector_params to the
     CompositionProjector (e.g. {"method": "ridge"}): both exist for protocol-sensitivity experiments.
     """
     if projection not in PROJECTIONS:
         raise CPDInputError(f"Unknown projection '{projection}'; choose one of {PROJECTIONS}.")
+    if row_groups is not None:
+        Y2 = np.asarray(Y, dtype=np.float64)
+        row_groups = np.asarray(row_groups)[np.isfinite(Y2.reshape(len(Y2), -1)).all(axis=1)]
     H, C, Y, names, n_dropped = _clean_inputs(H, C, Y, target_names, folds)
     template = make_probe(probe, seed=seed, **(probe_params or {}))
     scores = {part: [] for part in parts}
     settings: dict = {}
-    splits = fold_indices(len(Y), folds, seed, shuffle, split)
+    splits = (fold_indices(len(Y), folds, seed, shuffle, split) if row_groups is None
+              else grouped_fold_indices(row_groups, folds, seed, shuffle, split))
     groups = _row_groups(len(Y), splits, seed)
     fast = _fold_statistics_parts(probe, projection, parts, probe_params, projector_params)
     if fast:

@@ -51,3 +51,24 @@ def per_atom_features(adapter: ModelAdapter, atoms: ase.Atoms) -> dict[str, np.n
     """Per-atom layer states of one structure (for equivariance checks and the 3D viewer)."""
     adapter.check_structures([atoms])
     return adapter.forward_batch([atoms])
+
+
+def extract_atom_invariants(adapter: ModelAdapter, atoms_list: Sequence[ase.Atoms], batch_size: int | None = None,
+                            progress: Progress | None = None) -> dict[tuple[str, int], np.ndarray]:
+    """{(layer, l): (total atoms, mul_l) float32} per-atom invariants (no pooling), atoms in input order
+    (structure by structure). Not cached: per-atom arrays are as large as the structures."""
+    from cpd_core.representations.invariants import atom_invariants
+
+    keep_freed_memory()
+    atoms_list = list(atoms_list)
+    adapter.check_structures(atoms_list)
+    batch_size = batch_size or adapter.default_batch_size()
+    parts: dict[tuple[str, int], list[np.ndarray]] = {}
+    for start in range(0, len(atoms_list), batch_size):
+        per_atom = adapter.forward_batch(atoms_list[start:start + batch_size])
+        for layer, irreps in adapter.info.layers.items():
+            for l, values in atom_invariants(per_atom[layer], irreps).items():
+                parts.setdefault((layer, l), []).append(values)
+        if progress is not None:
+            progress(min(start + batch_size, len(atoms_list)), len(atoms_list))
+    return {key: np.concatenate(values) for key, values in parts.items()}

@@ -85,6 +85,14 @@ def pool_invariants(features: np.ndarray, irreps: str, n_atoms: np.ndarray, laye
     return out
 
 
+def atom_invariants(features: np.ndarray, irreps: str) -> dict[int, np.ndarray]:
+    """Per-atom invariants before pooling: {l: (atoms, mul_l)}; L=0 channels as they are, L>0 channels' norms."""
+    out = {}
+    for l, block in split_by_l(np.asarray(features), irreps).items():
+        out[l] = block[:, :, 0] if l == 0 else np.linalg.norm(block.astype(np.float64), axis=2)
+    return {l: v.astype(np.float32) for l, v in out.items()}
+
+
 def channels_of(irreps: str) -> list[int]:
     """The L values present in an irreps string, sorted."""
     return sorted({ir.l for _, ir in o3.Irreps(irreps)})
