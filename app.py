@@ -32,6 +32,7 @@ PAGES = [
             url_path="sample_efficiency"),
     st.Page("pages/embedding.py", title="Embedding map", icon=":material/bubble_chart:", url_path="embedding"),
     st.Page("pages/similarity.py", title="Layer similarity", icon=":material/grid_view:", url_path="similarity"),
+    st.Page("pages/atoms.py", title="Node level", icon=":material/hub:", url_path="atoms"),
     st.Page("pages/data.py", title="Data and models", icon=":material/database:", url_path="data"),
 ]
 

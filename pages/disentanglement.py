@@ -24,6 +24,7 @@ with loaders.guard("The CPD computation"):
         lambda p: analysis.headline(structures, models, [sel.target], probe=sel.probe, features=feats, progress=p,
                                     eraser=eraser, **sel.engine_kwargs()))
 
+best = best.assign(eraser=eraser)
 order = best.sort_values(["family", "r2_geom"], ascending=[True, False])
 fig = go.Figure()
 styles = {"full": dict(opacity=0.45, pattern=""), "comp": dict(opacity=0.75, pattern="/"),

@@ -46,6 +46,7 @@ with loaders.guard("The CPD computation"):
         lambda p: analysis.routing(structures, models, targets, probe=probe, features=feats, progress=p,
                                    eraser=eraser, **sel.engine_kwargs()))
 
+table = table.assign(eraser=eraser)
 value = f"r2_{part}"
 for m in models:
     sub = table[table["model"] == m]

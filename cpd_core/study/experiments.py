@@ -251,3 +251,44 @@ def protocol_sensitivity(structures: StructureSet, model_ids, target="gap", laye
             rows.append(dict(model=model_id, layer=chosen, target=target, protocol=name, r2_full=r.r2_full,
                              r2_comp=r.r2_comp, r2_geom=r.r2_geom, r2_geom_std=r.r2_geom_std))
     return pd.DataFrame(rows)
+
+
+def eraser_comparison(structures: StructureSet, model_ids, targets, qr_table: pd.DataFrame, folds=5, seed=0,
+                      pooling="mean", invariant="pooled_norm") -> pd.DataFrame:
+    """R²_geom under LEACE beside R²_geom under the QR projection (from `qr_table`), Ridge, for every model,
+    layer, channel and target."""
+    keys = ["model", "layer", "channel", "target"]
+    frames = []
+    for model_id in model_ids:
+        supported, _ = analysis.supported_subset(structures, [model_id])
+        feats = analysis.feature_sets(supported, [model_id], pooling, invariant, combined="always")
+        frames.append(analysis.disentanglement(supported, [model_id], targets, "ridge", pooling, invariant, folds,
+                                               seed, features=feats, eraser="leace"))
+    leace = pd.concat(frames, ignore_index=True)[keys + ["r2_geom", "r2_geom_std"]]
+    qr = qr_table[(qr_table.probe == "ridge") & qr_table.target.isin(list(targets))][keys + ["r2_geom"]]
+    table = leace.rename(columns={"r2_geom": "r2_geom_leace", "r2_geom_std": "r2_geom_leace_std"}).merge(
+        qr.rename(columns={"r2_geom": "r2_geom_qr"}), on=keys, how="left")
+    table["leace_minus_qr"] = table["r2_geom_leace"] - table["r2_geom_qr"]
+    return table
+
+
+def layer_similarity(structures: StructureSet, model_ids, pooling="mean", invariant="pooled_norm") -> pd.DataFrame:
+    """Debiased linear CKA between every pair of layers, as they are and with composition removed."""
+    raw = analysis.layer_similarity(structures, model_ids, residual=False, pooling=pooling, invariant=invariant)
+    residual = analysis.layer_similarity(structures, model_ids, residual=True, pooling=pooling, invariant=invariant)
+    return pd.concat([raw, residual], ignore_index=True)
+
+
+def similarity_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per pair of models: the highest CKA between any of their layers, raw and with composition removed."""
+    cross = pairs[pairs.model_a < pairs.model_b]
+    best = cross.groupby(["model_a", "model_b", "residual"]).cka.max().unstack("residual")
+    best.columns = ["max_cka_raw" if not c else "max_cka_composition_removed" for c in best.columns]
+    return best.reset_index()
+
+
+def node_level_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model and per-atom target: the layer and channel with the highest node-level R²_geom."""
+    best = table.sort_values("r2_geom").groupby(["model", "target"]).tail(1)
+    return best[["model", "target", "layer", "channel", "r2_full", "r2_comp", "r2_geom", "n_atoms"]].sort_values(
+        ["target", "r2_geom"], ascending=[True, False]).reset_index(drop=True)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cpd_core.study import experiments as E
+from cpd_core.study import node_level
 from cpd_core.data import load_dataset
 from cpd_core.study.analysis import supported_subset
 from cpd_core.data.registry import list_datasets
@@ -33,6 +34,9 @@ FAST_QM9_MODELS = ("ani2x-aev", "ani2x-nets", "mace-spice")
 QM9_MODEL_PREFERENCE = ("ani2x-aev", "ani2x-nets", "mace-spice", "so3net-ani1x", "sevennet-0", "sevennet-l3i5",
                         "chgnet-0.3.0", "mace-qm9-gap", "mace-qm9-U0", "visnet-qm9-gap", "schnet-qm9-gap")
 MP_MODELS = ("sevennet-0", "chgnet-0.3.0")  # MACE-SPICE knows 10 elements: 79 of 2,000 crystals
+ERASER_TARGETS = ("gap", "dipole")  # R²_geom under LEACE beside QR
+NODE_LEVEL_N = 500  # molecules (the first of the subset) for node-level CPD: its per-atom features are not cached
+CSV_ONLY = ("layer_similarity", "node_level", "eraser_comparison")  # summarised in report.md, full in the CSVs
 
 
 @dataclass
@@ -155,6 +159,15 @@ def run_experiments(config: ReportConfig, log=print, timings: dict | None = None
          lambda: E.isomer_benchmark(qm9, shared, "gap", folds=config.folds, seed=config.seed))
     step("protocol_sensitivity", {**models_key, "protocols": E.PROTOCOLS},
          lambda: E.protocol_sensitivity(qm9, shared, "gap", folds=config.folds, seed=config.seed))
+    step("eraser_comparison", {**models_key, "targets": ERASER_TARGETS},
+         lambda: E.eraser_comparison(qm9, shared, ERASER_TARGETS, tables["disentanglement_qm9"], folds=config.folds,
+                                     seed=config.seed))
+    step("layer_similarity", models_key, lambda: E.layer_similarity(qm9, shared))
+    tables["layer_similarity_summary"] = E.similarity_summary(tables["layer_similarity"])
+    node_qm9 = qm9.subset(np.arange(min(len(qm9), NODE_LEVEL_N)), name=f"{qm9.name}[:{NODE_LEVEL_N}]")
+    step("node_level", {**models_key, "n_node": len(node_qm9)},
+         lambda: node_level.node_level(node_qm9, shared, folds=config.folds, seed=config.seed))
+    tables["node_level_summary"] = E.node_level_summary(tables["node_level"])
     zoo = {arch: {t: f"{arch}-qm9-{t}" for t in ("gap", "U0")} for arch in ("mace", "visnet", "schnet")}
     zoo = {a: d for a, d in zoo.items() if all(m in shared for m in d.values())}
     if zoo:
@@ -296,6 +309,16 @@ def _figures(tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
     return [(title, fig.to_html(full_html=False, include_plotlyjs="cdn")) for title, fig in figs]
 
 
+def _eraser_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model and target: R²_geom at the best layer under each eraser, and the mean difference over layers."""
+    rows = []
+    for (model, target), sub in table.groupby(["model", "target"]):
+        rows.append({"model": model, "target": target, "best_r2_geom_qr": sub.r2_geom_qr.max(),
+                     "best_r2_geom_leace": sub.r2_geom_leace.max(),
+                     "mean_leace_minus_qr": sub.leace_minus_qr.mean()})
+    return pd.DataFrame(rows)
+
+
 def write_report(tables: dict[str, pd.DataFrame], config: ReportConfig, out: Path, seconds: float,
                  compute_seconds: float | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
@@ -323,9 +346,12 @@ def write_report(tables: dict[str, pd.DataFrame], config: ReportConfig, out: Pat
                    "only in the disentanglement and routing tables: " + ", ".join(
                        f"{m} ({n:,} of {config.qm9_n:,} molecules)" for m, n in partial.items()) + ".\n")
     sections = [("Claims", claim_table)] + [(name.replace("_", " ").capitalize(), t) for name, t in tables.items()
-                                            if not name.startswith("disentanglement")]
+                                            if not name.startswith("disentanglement") and name not in CSV_ONLY]
+    if "eraser_comparison" in tables:
+        sections.append(("Eraser comparison (LEACE vs QR, summary)", _eraser_summary(tables["eraser_comparison"])))
     md = [header] + [f"## {title}\n\n{_md_table(table)}\n" for title, table in sections]
-    md.append("Full per-layer tables: " + ", ".join(f"`{n}.csv`" for n in tables if n.startswith("disent")) + "\n")
+    md.append("Full per-layer tables: " + ", ".join(f"`{n}.csv`" for n in tables
+                                                     if n.startswith("disent") or n in CSV_ONLY) + "\n")
     (out / "report.md").write_text("\n".join(md))
     html = ["<html><head><meta charset='utf-8'><title>CPD Explorer report</title></head><body>",
             f"<pre>{header}</pre>"]

@@ -388,3 +388,15 @@ def test_embedding_page_offers_a_chemiscope_file():
     H = feature_sets(structures, ["ani2x-aev"])[("ani2x-aev", "aev", "L0")]
     data = json.load(gzip.open(io.BytesIO(chemiscope_bytes(structures, H, "x", "gap", "pca", "counts", 0, 5))))
     assert len(data["structures"]) == int(N) and "gap error (geom)" in data["properties"]
+
+
+def test_node_level_page():
+    at = run_app("atoms", models="ani2x-aev", n="60")
+    assert_clean(at)
+    assert len(plotly_charts(at)) == 1
+    table = at.dataframe[0].value
+    assert set(table["target"]) == {"mulliken", "coordination", "centroid_distance"}
+    assert (table["n_atoms"] > 60).all()
+    at.multiselect(key="atoms_targets").set_value(["mulliken"]).run()
+    assert_clean(at)
+    assert set(at.dataframe[0].value["target"]) == {"mulliken"}

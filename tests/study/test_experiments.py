@@ -104,14 +104,24 @@ def test_report_end_to_end(tmp_path, monkeypatch):
     assert set(claim_table.holds) <= {"yes", "no", "n/a"}
     assert {"claim", "paper", "ours", "model", "protocol", "holds"} <= set(claim_table.columns)
     assert claims(tables).shape[0] >= 3
+    # LEACE beside QR, layer similarity before and after composition removal, node-level CPD
+    erasers = tables["eraser_comparison"]
+    assert set(erasers.target) == {"gap", "dipole"} and erasers[["r2_geom_qr", "r2_geom_leace"]].notna().all().all()
+    assert set(tables["layer_similarity"].residual) == {False, True}
+    assert set(tables["node_level_summary"].target) == {"mulliken", "coordination", "centroid_distance"}
+    assert "Eraser comparison (LEACE vs QR, summary)" in text and "Node level summary" in text
+    assert (tmp_path / "report" / "layer_similarity.csv").is_file() and "## Layer similarity\n" not in text
     # a rerun reads the cached result tables instead of recomputing any experiment
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("experiment recomputed although its result was cached")
 
     for name in ("disentanglement", "tree_inflation", "sample_efficiency_exp", "isomer_benchmark",
-                 "protocol_sensitivity"):
+                 "protocol_sensitivity", "eraser_comparison", "layer_similarity"):
         monkeypatch.setattr(E, name, must_not_run)
+    from cpd_core.study import node_level
+
+    monkeypatch.setattr(node_level, "node_level", must_not_run)
     again = run_experiments(config, log=lambda m: None)
     pd.testing.assert_frame_equal(again["disentanglement_qm9"], tables["disentanglement_qm9"])
 
