@@ -222,7 +222,10 @@ def embed(
     pooling: str = typer.Option("mean", help="mean | sum"),
     invariant: str = typer.Option("pooled_norm", help="L>0 invariant: pooled_norm | atom_norm"),
     batch_size: Optional[int] = typer.Option(None, help="Structures per forward pass"),
-    workers: int = typer.Option(1, help="Worker processes (one model copy and one torch thread each)"),
+    workers: int = typer.Option(1, help="Dask worker processes on this machine (one model copy and one torch "
+                                        "thread each)"),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler of an existing cluster, e.g. "
+                                                       "tcp://host:8786 (or set CPD_DASK_SCHEDULER)"),
     chunk_size: int = typer.Option(64, help="Structures per saved chunk at most (chunks are also cut to about 30 s "
                                             "of compute; an interrupted run resumes after the last saved chunk)"),
     drop_degenerate: bool = typer.Option(False, "--drop-degenerate",
@@ -263,7 +266,7 @@ def embed(
 
         try:
             arrays = cached_invariants(model, structures, progress=progress, batch_size=batch_size,
-                                       workers=workers, chunk_size=chunk_size,
+                                       workers=workers, chunk_size=chunk_size, scheduler=scheduler,
                                        log=lambda message: typer.echo(message, err=True))
         except ExtractionInterrupted as stop:
             bar.close()

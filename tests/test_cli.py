@@ -162,3 +162,23 @@ def test_probe_with_the_leace_eraser(arrays):
     assert leace["r2_geom"] > 0.9 and abs(leace["r2_geom"] - qr["r2_geom"]) < 0.03
     bad = runner.invoke(app, _probe_args(arrays, "--eraser", "svd"))
     assert bad.exit_code == 2 and "Unknown eraser" in bad.stderr
+
+
+def test_embed_on_an_existing_dask_cluster(tmp_path, isolated_cache_dir):
+    """`embed --scheduler tcp://...` sends the chunks to a running cluster; the arrays equal a one-process run."""
+    from dask.distributed import LocalCluster
+
+    serial, remote = tmp_path / "serial.npz", tmp_path / "remote.npz"
+    args = ["embed", "--model", "ani2x-aev", "--dataset", "qm9", "--n", "40", "--seed", "3", "--chunk-size", "8"]
+    assert runner.invoke(app, args + ["--out", str(serial)]).exit_code == 0
+    import cpd_core.representations.cache as cache
+
+    cache.clear_cache()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        result = runner.invoke(app, args + ["--scheduler", cluster.scheduler_address, "--out", str(remote)])
+    assert result.exit_code == 0, result.output
+    assert f"Dask: connected to {cluster.scheduler_address}" in result.stderr
+    with np.load(serial) as a, np.load(remote) as b:
+        for key in a.files:
+            if key != "__meta__":
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-6)

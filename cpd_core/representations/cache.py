@@ -10,8 +10,9 @@ format version; inside it, one array per (layer, L, pooling, invariant)
 - The file lock is an OS lock (fcntl): a killed process's lock file never blocks a rerun.
 - Every write is atomic (temporary file, then rename); a file lock makes two processes computing the same
   entry take turns (the second finds it done).
-- `workers > 1` computes missing chunks in that many worker processes (one model copy and one torch thread
-  each); the parent saves each chunk as it arrives, so progress and resumption work as with one process.
+- `workers > 1` computes missing chunks as Dask tasks on an embedded LocalCluster (one model copy and one
+  torch thread per worker process), `scheduler` on an existing cluster; the client saves each chunk as it
+  arrives, so progress and resumption work as with one process, and a dead worker costs only its chunk.
 - `manifest.json` holds each array's SHA-256 and shape; an entry or chunk that does not match is deleted and
   recomputed, never read.
 
@@ -219,26 +220,36 @@ class EmbeddingEntry:
             if progress is not None:
                 progress(n_done, total)
 
-    def _compute_in_workers(self, todo, workers, progress, batch_size, n_done) -> None:
-        """Missing chunks in `workers` processes, saved here as each one arrives (in any order)."""
-        from joblib import Parallel, delayed
+    def _compute_on_cluster(self, todo, workers, scheduler, progress, batch_size, n_done, log) -> None:
+        """Missing chunks as Dask tasks (a worker loads the model once and keeps it), saved here as each one
+        completes, in any order; a task whose worker dies is retried on another. Ctrl-C cancels the rest."""
+        from dask.distributed import as_completed
+
+        from cpd_core.representations.cluster import dask_client
 
         chunks = [todo[i:i + self.chunk_size] for i in range(0, len(todo), self.chunk_size)]
-        tasks = (delayed(_extract_chunk)(rows, self.info.id, self.structures.to_atoms_list(rows), batch_size)
-                 for rows in chunks)
-        for rows, arrays in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
-            self.save_chunk(rows, arrays)
-            n_done += len(rows)
-            if progress is not None:
-                progress(n_done, len(self.structures))
+        with dask_client(workers, scheduler, log) as client:
+            futures = [client.submit(_extract_chunk, rows, self.info.id, self.structures.to_atoms_list(rows),
+                                     batch_size, pure=False, retries=2) for rows in chunks]
+            try:
+                for future in as_completed(futures):
+                    rows, arrays = future.result()
+                    self.save_chunk(rows, arrays)
+                    n_done += len(rows)
+                    if progress is not None:
+                        progress(n_done, len(self.structures))
+            except BaseException:
+                client.cancel(futures)
+                raise
 
     def compute(self, adapter_factory: Callable[[], ModelAdapter], progress: Progress | None = None,
-                batch_size: int | None = None, workers: int = 1, log: Callable[[str], None] | None = None
-                ) -> dict[str, np.ndarray]:
+                batch_size: int | None = None, workers: int = 1, log: Callable[[str], None] | None = None,
+                scheduler: str | None = None) -> dict[str, np.ndarray]:
         """Compute missing chunks (resuming earlier work), assemble, verify and return the arrays.
 
-        workers > 1: missing chunks go to worker processes that load the model by id (`adapter_factory` is not
-        used then). Ctrl-C raises ExtractionInterrupted once the finished chunks are saved."""
+        workers > 1 or a Dask `scheduler` address: missing chunks go to Dask workers that load the model by id
+        (`adapter_factory` is not used then). Ctrl-C raises ExtractionInterrupted once the finished chunks are
+        saved."""
         self.chunks.mkdir(parents=True, exist_ok=True)
         _write_json(self.folder / "entry.json", {"model": self.info.to_dict(), "structures": self.structures.name,
                                                  "fingerprint": self.structures.fingerprint(),
@@ -252,8 +263,8 @@ class EmbeddingEntry:
             log(f"resuming: {n_done:,} of {total:,} structures were already computed and saved")
         todo = self._todo(done)
         try:
-            if workers > 1 and len(todo) > self.chunk_size:
-                self._compute_in_workers(todo, workers, progress, batch_size, n_done)
+            if (workers > 1 or scheduler) and len(todo) > self.chunk_size:
+                self._compute_on_cluster(todo, workers, scheduler, progress, batch_size, n_done, log)
             else:
                 self._compute_serial(todo, adapter_factory, progress, batch_size, n_done)
         except KeyboardInterrupt as exc:
@@ -263,7 +274,7 @@ class EmbeddingEntry:
         for rows, _ in parts:
             covered[rows] = True
         if not covered.all():  # a chunk vanished or broke meanwhile: go again
-            return self.compute(adapter_factory, progress, batch_size, workers, log)
+            return self.compute(adapter_factory, progress, batch_size, workers, log, scheduler)
         arrays = {}
         for key in parts[0][1]:
             first = parts[0][1][key]
@@ -300,12 +311,14 @@ def _extract_chunk(rows, model_id: str, atoms, batch_size):
 def cached_invariants(model_id: str, structures: StructureSet, progress: Progress | None = None,
                       batch_size: int | None = None, chunk_size: int = DEFAULT_CHUNK,
                       adapter: ModelAdapter | None = None, workers: int = 1,
-                      log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+                      log: Callable[[str], None] | None = None, scheduler: str | None = None
+                      ) -> dict[str, np.ndarray]:
     """{feature_key: (n, d)} for a model on a structure set, from the cache or computed (and cached).
 
     The model is loaded only when something must be computed (pass `adapter` to reuse a loaded one).
-    workers > 1 computes missing chunks in that many processes (not with a given `adapter`). `log` hears how
-    many structures a resumed run found already saved.
+    workers > 1 computes missing chunks on an embedded Dask cluster of that many processes, and `scheduler`
+    (tcp://host:8786) on an existing cluster (neither with a given `adapter`). `log` hears how many structures a
+    resumed run found already saved and where the Dask dashboard is.
     """
     from cpd_core.models import describe_model, load_model
 
@@ -318,7 +331,8 @@ def cached_invariants(model_id: str, structures: StructureSet, progress: Progres
             if problems:
                 raise CPDInputError(problems)
             arrays = entry.compute(lambda: adapter or load_model(model_id), progress, batch_size,
-                                   workers=1 if adapter is not None else workers, log=log)
+                                   workers=1 if adapter is not None else workers, log=log,
+                                   scheduler=None if adapter is not None else scheduler)
         elif progress is not None:
             progress(len(structures), len(structures))
     return arrays

@@ -197,3 +197,54 @@ def test_chunks_from_a_run_with_another_chunk_size_are_reused(isolated_cache, st
     messages = []
     cached_invariants("counting-test", structures, adapter=again, chunk_size=16, batch_size=16, log=messages.append)
     assert messages == ["resuming: 5 of 40 structures were already computed and saved"]
+
+
+@pytest.mark.parametrize("model_id", ["ani2x-aev", "mace-spice"])
+def test_a_two_worker_dask_cluster_gives_the_serial_arrays_in_input_order(isolated_cache, model_id):
+    from cpd_core.data.qm9 import load_qm9
+
+    structures = load_qm9(n=64, seed=7)
+    serial = cached_invariants(model_id, structures, chunk_size=16)
+    clear_cache()
+    messages = []
+    on_cluster = cached_invariants(model_id, structures, chunk_size=16, workers=2, log=messages.append)
+    assert any("Dask: local cluster of 2 worker processes" in m for m in messages)
+    assert on_cluster.keys() == serial.keys()
+    for key in serial:
+        np.testing.assert_allclose(on_cluster[key], serial[key], rtol=1e-6, atol=1e-6)
+
+
+def test_a_worker_killed_mid_run_costs_only_its_chunk(isolated_cache):
+    """SIGKILL one of two Dask workers after the first chunk is saved: the run completes (the lost task is retried
+    on a worker the nanny restarts), and the arrays equal the one-process ones."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from dask.distributed import LocalCluster
+
+    from cpd_core.data.qm9 import load_qm9
+
+    structures = load_qm9(n=96, seed=8)
+    serial = cached_invariants("ani2x-aev", structures, chunk_size=8)
+    clear_cache()
+    entry = EmbeddingEntry(describe_model("ani2x-aev"), structures, chunk_size=2)  # 48 chunks
+    killed = []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        def kill_one_worker_after_the_first_chunk():
+            deadline = time.time() + 120
+            while time.time() < deadline and not list(entry.chunks.glob("part_*.json")):
+                time.sleep(0.01)
+            nanny = next(iter(cluster.workers.values()))
+            saved = len(list(entry.chunks.glob("part_*.json")))
+            os.kill(nanny.process.process.pid, signal.SIGKILL)
+            killed.append(saved)
+
+        watcher = threading.Thread(target=kill_one_worker_after_the_first_chunk)
+        watcher.start()
+        arrays = cached_invariants("ani2x-aev", structures, chunk_size=2, scheduler=cluster.scheduler_address)
+        watcher.join()
+    assert killed and 1 <= killed[0] < 48  # the worker died mid-run
+    for key in serial:
+        np.testing.assert_allclose(arrays[key], serial[key], rtol=1e-6, atol=1e-7)
