@@ -162,13 +162,12 @@ def _structures_for(input_file: Optional[Path], dataset: Optional[str], n: Optio
                     drop_empty: bool = False):
     """(structures, frame numbers of the structures with no atoms that were left out)."""
     from cpd_core.data import load_dataset
-    from cpd_core.data.userfiles import empty_frames, load_structure_file
+    from cpd_core.data.userfiles import read_structure_file
 
     if (input_file is None) == (dataset is None):
         raise CPDInputError("Give exactly one of --input FILE or --dataset NAME.")
     if input_file is not None:
-        structures = load_structure_file(input_file, drop_empty=drop_empty)
-        return structures, (empty_frames(input_file) if drop_empty else [])
+        return read_structure_file(input_file, drop_empty=drop_empty)
     structures = load_dataset(dataset, n=n, seed=seed)
     if n is not None and n > len(structures):
         typer.echo(f"warning: --n {n:,} is more than the {len(structures):,} structures of {dataset}; using all of "
@@ -195,19 +194,16 @@ def _check_degenerate(structures, cutoff: float, drop: bool):
 
 
 def _write_npz(out: Path, **arrays) -> None:
-    """np.savez to a temporary file beside `out`, then rename: a killed run never leaves a broken output."""
-    import os
-    import tempfile
+    """np.savez through a temporary file, then rename: a killed run never leaves a broken output."""
+    from cpd_core.representations.cache import atomic_write
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(out, write)
 
 
 @app.command()

@@ -1,5 +1,5 @@
-"""Degenerate structures: no atoms, an atom with no neighbour within a model's cutoff (isolated), or two atoms
-closer than 0.5 Å (overlapping). Models still give such structures finite features (an isolated atom's come from
+"""Degenerate structures: an atom with no neighbour within a model's cutoff (isolated), or two atoms closer than
+0.5 Å (overlapping). (Structures with no atoms never reach a StructureSet: reading a file refuses or drops them.) Models still give such structures finite features (an isolated atom's come from
 its element alone; overlapping atoms are unphysical), so they are found and named before extraction, and the
 caller warns and keeps them or drops them (`embed --drop-degenerate`).
 
@@ -22,14 +22,13 @@ DENSE_LIMIT = 2000  # atoms: larger molecules go through ASE's neighbour list in
 @dataclass
 class Degenerate:
     """Structure indices (0-based, input order) per kind of degeneracy, and the criteria used."""
-    empty: list[int] = field(default_factory=list)
     isolated: list[int] = field(default_factory=list)
     overlapping: list[int] = field(default_factory=list)
     cutoff: float = 0.0
     overlap: float = OVERLAP
 
     def indices(self) -> list[int]:
-        return sorted(set(self.empty) | set(self.isolated) | set(self.overlapping))
+        return sorted(set(self.isolated) | set(self.overlapping))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,9 +55,6 @@ def find_degenerate(structures: StructureSet, cutoff: float, overlap: float = OV
     """The degenerate structures for a model with this cutoff (cutoff <= 0: isolated atoms are not checked)."""
     found = Degenerate(cutoff=float(cutoff), overlap=overlap)
     for i in range(len(structures)):
-        if structures.n_atoms[i] == 0:
-            found.empty.append(i)
-            continue
         nearest = _nearest(structures, i, max(cutoff, overlap))
         if cutoff > 0 and (nearest > cutoff).any():
             found.isolated.append(i)
@@ -70,11 +66,9 @@ def find_degenerate(structures: StructureSet, cutoff: float, overlap: float = OV
 def describe_degenerate(found: Degenerate, structures: StructureSet) -> list[str]:
     """One warning line per kind, naming the structures (first ten and a count)."""
     def names(rows):
-        return listed([f"{i} ({structures.atoms(i).get_chemical_formula() or 'empty'})" for i in rows])
+        return listed([f"{i} ({structures.atoms(i).get_chemical_formula()})" for i in rows])
 
     lines = []
-    if found.empty:
-        lines.append(f"{len(found.empty)} structure(s) have no atoms: {names(found.empty)}.")
     if found.isolated:
         lines.append(f"{len(found.isolated)} structure(s) have an atom with no neighbour within the model's cutoff "
                      f"({found.cutoff:g} Å), so its features come from its element alone: {names(found.isolated)}.")

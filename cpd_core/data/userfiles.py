@@ -120,19 +120,20 @@ def read_atoms(path: str | Path, format: str | None = None) -> list:
     return list(frames)
 
 
-def load_structure_file(path: str | Path, name: str | None = None, format: str | None = None,
-                        drop_empty: bool = False) -> StructureSet:
-    """A user's file as a StructureSet: numeric `atoms.info` entries become targets. Structures with no atoms are
-    an error, or left out with `drop_empty` (their frame numbers are in `empty_frames(path)`)."""
+def load_structure_file(path: str | Path, name: str | None = None, format: str | None = None) -> StructureSet:
+    """A user's file as a StructureSet: numeric `atoms.info` entries become targets."""
+    return read_structure_file(path, name, format)[0]
+
+
+def read_structure_file(path: str | Path, name: str | None = None, format: str | None = None,
+                        drop_empty: bool = False) -> tuple[StructureSet, list[int]]:
+    """(StructureSet, frame numbers from 0 of the structures with no atoms that were left out). Structures with
+    no atoms are an error, or left out with `drop_empty`."""
     path = Path(path)
     frames = read_atoms(path, format=format)
-    if drop_empty:
-        frames = [a for a in frames if len(a)]
+    empty = [i for i, atoms in enumerate(frames) if len(atoms) == 0] if drop_empty else []
+    if empty:
+        frames = [atoms for atoms in frames if len(atoms)]
         if not frames:
             raise CPDInputError(f"{path.name} holds only structures with no atoms.")
-    return StructureSet.from_atoms_list(name or path.name, frames)
-
-
-def empty_frames(path: str | Path, format: str | None = None) -> list[int]:
-    """Frame numbers (from 0) of the structures with no atoms in a file."""
-    return [i for i, atoms in enumerate(read_atoms(path, format=format)) if len(atoms) == 0]
+    return StructureSet.from_atoms_list(name or path.name, frames), empty

@@ -86,12 +86,13 @@ class ModelAdapter(ABC):
             raise CPDInputError(message)
 
 
-def structure_problems(info: ModelInfo, atoms_list) -> str | None:
+def structure_problems(info: ModelInfo, atoms_list, indices=None) -> str | None:
     """One message naming every structure the model cannot take (empty ones, unsupported elements, a molecule
-    given to a crystal model) and the fix; None when all are fine. Structures are numbered from 0, in input order."""
+    given to a crystal model) and the fix; None when all are fine. Structures are numbered from 0, in input order,
+    or by `indices` (their positions in a larger set)."""
     supported = set(info.elements)
     empty, foreign, molecules, elements = [], [], [], set()
-    for i, atoms in enumerate(atoms_list):
+    for i, atoms in zip(range(len(atoms_list)) if indices is None else indices, atoms_list):
         if len(atoms) == 0:
             empty.append(str(i))
             continue
@@ -113,6 +114,19 @@ def structure_problems(info: ModelInfo, atoms_list) -> str | None:
         parts.append(f"{info.id} is a crystal model but {len(molecules)} structure(s) have no periodic cell: "
                      f"{listed(molecules)}. Give them a cell with pbc=True, or choose a molecular model.")
     return " ".join(parts) or None
+
+
+def structure_set_problems(info: ModelInfo, structures) -> str | None:
+    """`structure_problems` for a whole StructureSet, building ase.Atoms only for the structures that have an
+    element the model does not support or (for a crystal model) no cell."""
+    from ase.data import atomic_numbers
+
+    allowed = np.isin(structures.numbers, [atomic_numbers[e] for e in info.elements])
+    suspect = np.add.reduceat((~allowed).astype(np.int64), structures.offsets[:-1]) > 0
+    if info.input == "crystals":
+        suspect |= ~structures.periodic
+    indices = np.flatnonzero(suspect).tolist()
+    return structure_problems(info, [structures.atoms(i) for i in indices], indices)
 
 
 def file_hash(*paths: Path) -> str:

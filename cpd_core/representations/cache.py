@@ -38,7 +38,7 @@ from filelock import FileLock
 from cpd_core.data.structures import StructureSet
 from cpd_core.representations.extract import Progress, extract_invariants
 from cpd_core.errors import CPDInputError
-from cpd_core.models.base import ModelAdapter, ModelInfo, structure_problems
+from cpd_core.models.base import ModelAdapter, ModelInfo, structure_set_problems
 from cpd_core.paths import cache_dir
 
 CACHE_FORMAT = 1
@@ -69,7 +69,8 @@ def _sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) to a temporary file beside `path`, then rename it: readers never see a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -89,7 +90,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -97,7 +98,7 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
 
 
 class ExtractionInterrupted(KeyboardInterrupt):
@@ -196,7 +197,7 @@ class EmbeddingEntry:
             with open(tmp, "wb") as fh:
                 np.savez(fh, __rows__=rows, **{k.replace("/", "__"): v for k, v in arrays.items()})
 
-        _atomic_write(data_path, write)
+        atomic_write(data_path, write)
         _write_json(meta_path, {"sha256": _sha(data_path), "n": int(len(rows))})
 
     def _todo(self, done: np.ndarray) -> np.ndarray:
@@ -327,7 +328,7 @@ def cached_invariants(model_id: str, structures: StructureSet, progress: Progres
     with entry.lock:
         arrays = entry.load()
         if arrays is None:
-            problems = structure_problems(info, structures.to_atoms_list())  # all of them, before any chunk
+            problems = structure_set_problems(info, structures)  # all of them, before any chunk
             if problems:
                 raise CPDInputError(problems)
             arrays = entry.compute(lambda: adapter or load_model(model_id), progress, batch_size,

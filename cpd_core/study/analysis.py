@@ -447,13 +447,13 @@ def layer_similarity(structures: StructureSet, model_ids: Iterable[str], residua
     layer first. One row per ordered pair: model_a, layer_a, depth_a, model_b, layer_b, depth_b, cka."""
     from cpd_core.engine.cka import linear_cka
     from cpd_core.engine.projection import CompositionProjector
-    from cpd_core.models import describe_model
 
     model_ids = list(model_ids)
     progress = progress or _noop
     feats = features if features is not None else feature_sets(structures, model_ids, pooling, invariant, progress,
                                                                 combined="always")
-    keys = [(m, layer) for m in model_ids for layer in describe_model(m).layers]
+    depth = {(m, layer): d for m in model_ids for layer, d in layer_depths(m).items()}
+    keys = list(depth)
     blocks = {}
     C = composition_matrix(structures, composition)[0] if residual else None
     for m, layer in keys:
@@ -465,7 +465,7 @@ def layer_similarity(structures: StructureSet, model_ids: Iterable[str], residua
     for i, a in enumerate(keys):
         for b in keys[i:]:
             value = 1.0 if a == b else linear_cka(blocks[a], blocks[b])
-            depth_a, depth_b = layer_depths(a[0])[a[1]], layer_depths(b[0])[b[1]]
+            depth_a, depth_b = depth[a], depth[b]
             rows.append({"model_a": a[0], "layer_a": a[1], "depth_a": depth_a, "model_b": b[0], "layer_b": b[1],
                          "depth_b": depth_b, "cka": value})
             if a != b:
