@@ -20,7 +20,7 @@ if structures.periodic.any():
     st.warning("Node-level CPD is defined for molecules here; choose QM9 or a file of molecules.")
     st.stop()
 models = loaders.ready_models(sel, structures)
-available = list(node_level.atom_targets(structures.subset(range(min(2, len(structures))))).columns)
+available = node_level.target_names(structures)
 c1, c2 = st.columns([2, 1])
 with c1:
     targets = url_state.widget("multiselect", "Per-atom targets", "atoms_targets", available, available)

@@ -22,10 +22,19 @@ GEOMETRY_TARGETS = ("coordination", "centroid_distance")
 UNITS = {"mulliken": "e", "coordination": "atoms", "centroid_distance": "Å"}
 
 
+def _is_qm9(structures: StructureSet) -> bool:
+    return bool(structures.table["id"].astype(str).str.startswith("qm9-").all())
+
+
+def target_names(structures: StructureSet) -> list[str]:
+    """The per-atom targets these structures have: `mulliken` for QM9 molecules, then the geometry descriptors."""
+    return (["mulliken"] if _is_qm9(structures) else []) + list(GEOMETRY_TARGETS)
+
+
 def atom_targets(structures: StructureSet) -> pd.DataFrame:
-    """Per-atom targets: `mulliken` for QM9 molecules, then the geometry descriptors."""
+    """Per-atom values of `target_names(structures)`, one row per atom."""
     table = geometry_descriptors(structures)
-    if structures.table["id"].astype(str).str.startswith("qm9-").all():
+    if _is_qm9(structures):
         table.insert(0, "mulliken", mulliken_charges(structures))
     return table
 
