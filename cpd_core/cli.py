@@ -286,24 +286,30 @@ def embed(
 @app.command()
 @friendly_errors
 def train(
-    arch: str = typer.Option(..., help="mace | visnet | schnet"),
+    arch: str = typer.Option(..., help="mace | visnet | schnet | painn | dimenetpp"),
     target: str = typer.Option(..., help="QM9 target: gap (mean readout) | U0 (sum readout)"),
     n_train: int = typer.Option(..., help="Training molecules"),
     epochs: int = typer.Option(..., help="Maximum epochs (rerunning resumes after the last saved epoch)"),
     seed: int = typer.Option(0, help="Seed of the train/validation/test split and of the initialisation"),
     out: Path = typer.Option(..., help="Output folder, e.g. zoo/mace-qm9-gap"),
-    n_val: Optional[int] = typer.Option(None, help="Validation molecules (default max(10% of n_train, 100))"),
-    n_test: Optional[int] = typer.Option(None, help="Test molecules (default max(10% of n_train, 100))"),
+    n_val: Optional[int] = typer.Option(None, help="Validation molecules (standard split: default the 10,000 of its "
+                                                    "pool; random: max(10% of n_train, 100))"),
+    n_test: Optional[int] = typer.Option(None, help="Test molecules (standard split: default the 10,831 of its "
+                                                     "pool; random: max(10% of n_train, 100))"),
     batch_size: Optional[int] = typer.Option(None, help="Molecules per batch"),
     lr: Optional[float] = typer.Option(None, help="Learning rate"),
     patience: int = typer.Option(10, help="Early stopping: epochs without validation improvement"),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop after this much training time (resumable)"),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop this invocation before an epoch would pass this many minutes; "
+                                                            "rerun the same command to continue"),
+    split: str = typer.Option("standard", help="standard (QM9's 110k/10k/rest pools) | random (older zoo runs)"),
+    device: str = typer.Option("cpu", help="cpu | cuda (recorded in the card)"),
 ):
-    """Train a MACE / ViSNet / SchNet on a QM9 target and write a checkpoint with its model card (zoo)."""
+    """Train a MACE / ViSNet / SchNet / PaiNN / DimeNet++ on a QM9 target and write a checkpoint with its model card
+    (zoo)."""
     from cpd_core.training import train as run_training
 
     run_training(arch, target, n_train, epochs, seed, out, n_val=n_val, n_test=n_test, batch_size=batch_size,
-                 lr=lr, patience=patience, max_minutes=max_minutes, log=typer.echo)
+                 lr=lr, patience=patience, max_minutes=max_minutes, split=split, device=device, log=typer.echo)
 
 
 @app.command()

@@ -1,9 +1,10 @@
-"""ViSNet and SchNet from torch-geometric, as layer-state extractors.
+"""ViSNet, SchNet, DimeNet++ (torch-geometric) and PaiNN (written on its message passing), as layer-state
+extractors.
 
-Models come from one code path: `build_visnet(hparams)` / `build_schnet(hparams)` make the network, and its
+Models come from one code path: `BUILDERS[arch](hparams)` makes the network, and its
 weights come either from a fixed random seed (`visnet-random`, `schnet-random`: untrained, for testing only) or
 from a checkpoint folder `<zoo>/<id>/` holding `model.pt` (a state dict) and `card.json`
-(`{"arch": "visnet"|"schnet", "hparams": {...}, ...}`). Every such folder under the zoo (`CPD_ZOO_DIR`, default
+(`{"arch": "visnet"|"schnet"|"painn"|"dimenetpp", "hparams": {...}, ...}`). Every such folder under the zoo (`CPD_ZOO_DIR`, default
 `<repo>/zoo`) is registered automatically; `save_checkpoint` writes one.
 
 Graphs: torch-geometric's `radius_graph` needs torch-cluster, which is not installed, so the radius graph is
@@ -17,6 +18,10 @@ and records the running state after every block:
 
 - SchNet:  `embedding` (atom-type embedding), `interaction_1..n`; all `Hx0e`. The output head reads
   `interaction_n`.
+- PaiNN:   `embedding` (scalars; vectors start at zero), `interaction_1..n` (`Fx0e+Fx1o`: scalar and vector state
+  after message + update; see `painn.py`).
+- DimeNet++: `embedding`, `interaction_1..n`, all `Hx0e`: per-atom sums of the incoming directional messages
+  (DimeNet++ keeps its state on edges; see `dimenet.py`).
 - ViSNet:  `embedding` (atom embedding + neighbour embedding, the state entering the first layer; its vectors are
   still zero, so only `Hx0e`), `interaction_1..n` (`Hx0e+Hx1o+Hx2e` for lmax 2), and `final_norm` (the last
   state after ViSNet's output LayerNorm/VecLayerNorm: exactly what the output head reads).
@@ -48,7 +53,7 @@ from cpd_core.models.graphs import radius_edges
 from cpd_core.paths import REPO_ROOT
 
 QM9_ELEMENTS = ("H", "C", "N", "O", "F")
-ARCHS = ("visnet", "schnet")
+ARCHS = ("visnet", "schnet", "painn", "dimenetpp")
 RANDOM_SEED = 0
 RANDOM_NOTE = "untrained, random weights: for testing only"
 
@@ -59,9 +64,18 @@ DEFAULT_HPARAMS = {
                    max_num_neighbors=32, vertex=False, reduce_op="sum", mean=0.0, std=1.0, atomref=None),
     "schnet": dict(hidden_channels=128, num_filters=128, num_interactions=6, num_gaussians=50, cutoff=10.0,
                    max_num_neighbors=32, readout="add", dipole=False, mean=None, std=None, atomref=None),
+    # the papers' QM9 settings (PaiNN: Schütt et al. 2021; DimeNet++: Gasteiger et al. 2020)
+    "painn": dict(hidden_channels=128, num_interactions=3, num_rbf=20, cutoff=5.0, readout="add", mean=0.0,
+                  std=1.0, atomref=None),
+    "dimenetpp": dict(hidden_channels=128, num_blocks=4, int_emb_size=64, basis_emb_size=8, out_emb_channels=256,
+                      num_spherical=7, num_radial=6, cutoff=5.0, envelope_exponent=5, readout="add", mean=0.0,
+                      std=1.0, atomref=None),
 }
-RANDOM_MODELS = {"visnet-random": "visnet", "schnet-random": "schnet"}
-FAMILY = {"visnet": "vector-scalar equivariant", "schnet": "learned invariant"}
+RANDOM_MODELS = {"visnet-random": "visnet", "schnet-random": "schnet", "painn-random": "painn",
+                 "dimenetpp-random": "dimenetpp"}
+FAMILY = {"visnet": "vector-scalar equivariant", "schnet": "learned invariant",
+          "painn": "vector-scalar equivariant", "dimenetpp": "directional (angle-based) invariant"}
+NAMES = {"visnet": "ViSNet", "schnet": "SchNet", "painn": "PaiNN", "dimenetpp": "DimeNet++"}
 CARD = "card.json"
 WEIGHTS = "model.pt"
 
@@ -149,7 +163,26 @@ def build_schnet(hparams: dict):
     return model.eval()
 
 
-BUILDERS = {"visnet": build_visnet, "schnet": build_schnet}
+def _atomref_placeholder(hp: dict) -> dict:
+    """atomref True (a placeholder filled by the checkpoint's state dict) -> a zero table."""
+    return dict(hp, atomref=[0.0] * 100) if hp.get("atomref") is True else hp
+
+
+def build_painn(hparams: dict):
+    """PaiNN (`cpd_core.models.painn`), in eval mode."""
+    from cpd_core.models.painn import PaiNN
+
+    return PaiNN(**_atomref_placeholder(_hparams("painn", hparams))).eval()
+
+
+def build_dimenetpp(hparams: dict):
+    """torch-geometric's DimeNet++ blocks with a plain-torch graph (`cpd_core.models.dimenet`), in eval mode."""
+    from cpd_core.models.dimenet import DimeNetPPProperty
+
+    return DimeNetPPProperty(**_atomref_placeholder(_hparams("dimenetpp", hparams))).eval()
+
+
+BUILDERS = {"visnet": build_visnet, "schnet": build_schnet, "painn": build_painn, "dimenetpp": build_dimenetpp}
 
 
 def build_random(arch: str, hparams: dict | None = None, seed: int = RANDOM_SEED):
@@ -381,7 +414,31 @@ class SchNetAdapter(PygAdapter):
         return out.reshape(len(atoms_list)).cpu().numpy()
 
 
-ADAPTERS = {"visnet": ViSNetAdapter, "schnet": SchNetAdapter}
+class PaiNNAdapter(PygAdapter):
+    arch = "painn"
+    batch_sizes = (32, 256)
+
+    def _states(self, z, pos, batch) -> dict:
+        return self.model.states(z, pos, batch)
+
+    def _flatten(self, state):
+        from cpd_core.models.painn import painn_to_e3nn
+
+        return painn_to_e3nn(*state) if isinstance(state, tuple) else state
+
+
+class DimeNetPPAdapter(PygAdapter):
+    arch = "dimenetpp"
+    batch_sizes = (16, 128)  # per-triplet tensors grow with molecules x edges x neighbours
+
+    def _states(self, z, pos, batch) -> dict:
+        return self.model.states(z, pos, batch)
+
+    def _flatten(self, state):
+        return state
+
+
+ADAPTERS = {"visnet": ViSNetAdapter, "schnet": SchNetAdapter, "painn": PaiNNAdapter, "dimenetpp": DimeNetPPAdapter}
 
 
 # ----------------------------------------------------------------------------------------------- metadata
@@ -390,9 +447,13 @@ def layer_irreps(arch: str, hparams: dict) -> dict[str, str]:
     """layer name -> e3nn Irreps string, in depth order, from hyperparameters alone."""
     hp = _hparams(arch, hparams)
     hidden = hp["hidden_channels"]
-    if arch == "schnet":
-        return {name: f"{hidden}x0e" for name in
-                ["embedding"] + [f"interaction_{k + 1}" for k in range(hp["num_interactions"])]}
+    if arch in ("schnet", "dimenetpp"):
+        blocks = hp["num_interactions"] if arch == "schnet" else hp["num_blocks"]
+        return {name: f"{hidden}x0e" for name in ["embedding"] + [f"interaction_{k + 1}" for k in range(blocks)]}
+    if arch == "painn":
+        layers = {"embedding": f"{hidden}x0e"}
+        layers.update({f"interaction_{k + 1}": f"{hidden}x0e+{hidden}x1o" for k in range(hp["num_interactions"])})
+        return layers
     full = visnet_irreps(hidden, hp["lmax"])
     layers = {"embedding": f"{hidden}x0e"}
     layers.update({f"interaction_{k + 1}": full for k in range(hp["num_layers"])})
@@ -403,6 +464,13 @@ def layer_irreps(arch: str, hparams: dict) -> dict[str, str]:
 LAYER_NOTES = {
     "schnet": "Layers are running states h after the atom embedding and after each interaction block "
               "(h = h + interaction(h)); the output head reads the last one.",
+    "painn": "Layers are running states (s, v) after the atom embedding (vectors still zero, so scalars only) and "
+             "after each interaction (message then update, each added to the state); the output head reads the last "
+             "scalars. Vectors are Cartesian per channel, e3nn's 1o basis.",
+    "dimenetpp": "DimeNet++ keeps its state on directed edges; each layer here is the per-atom sum of the incoming "
+                 "messages after the embedding block and after each interaction block (the block's new message, "
+                 "residuals included). Every block's output block adds to the prediction, so no single layer is "
+                 "the head's input. Angles enter through triplets built in plain torch.",
     "visnet": "Layers are running states (x, vec) after the embedding (atom + neighbour embedding; vectors still "
               "zero, so scalars only) and after each ViS-MP layer (x + dx, vec + dvec); final_norm is the last "
               "state after ViSNet's output LayerNorm/VecLayerNorm, which the output head reads. Per-edge states are "
@@ -428,7 +496,7 @@ def _random_info(model_id: str) -> ModelInfo:
     hp = _hparams(arch, {})
     digest = hashlib.sha256(json.dumps({"arch": arch, "hparams": hp, "seed": RANDOM_SEED},
                                        sort_keys=True).encode()).hexdigest()[:16]
-    name = {"visnet": "ViSNet", "schnet": "SchNet"}[arch]
+    name = NAMES[arch]
     return _info(model_id, arch, hp, f"random init, seed {RANDOM_SEED}", digest,
                  f"{name} (torch-geometric), {RANDOM_NOTE}.",
                  f"{name} with {RANDOM_NOTE}; no trained weights. Elements are QM9's by convention.",
@@ -488,7 +556,7 @@ def describe_checkpoint(path, model_id: str | None = None) -> ModelInfo:
         source = str(folder.resolve().relative_to(REPO_ROOT))
     except ValueError:
         source = str(folder.resolve())
-    name = {"visnet": "ViSNet", "schnet": "SchNet"}[arch]
+    name = NAMES[arch]
     target = card.get("target")
     description = card.get("description") or f"{name} (torch-geometric) trained on {card.get('dataset', 'QM9')}" + (
         f" for {target}" if target else "")

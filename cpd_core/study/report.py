@@ -1,7 +1,7 @@
 """`python -m cpd_core report`: run the experiments at a chosen size and write a Markdown + HTML report.
 
-For each of the paper's claims the report gives the paper's number, ours, the model and protocol, and
-whether it holds. Representations come from the embedding cache and every experiment table is cached under
+For each of the paper's claims the report gives the v1 abstract's number, the revised paper's (v2), ours, the
+model and protocol, whether it holds and which version ours is nearer to. Representations come from the embedding cache and every experiment table is cached under
 `cache/results/` keyed by its inputs, so a rerun only computes what changed (e.g. one new model).
 
 Stage: study (stage 5 of 5).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ MP_MODELS = ("sevennet-0", "chgnet-0.3.0")  # MACE-SPICE knows 10 elements: 79 o
 ERASER_TARGETS = ("gap", "dipole")  # R²_geom under LEACE beside QR
 NODE_LEVEL_N = 500  # molecules (the first of the subset) for node-level CPD: its per-atom features are not cached
 CSV_ONLY = ("layer_similarity", "node_level", "eraser_comparison")  # summarised in report.md, full in the CSVs
+ZOO_ID = re.compile(r"^(?P<arch>[a-z0-9]+)-qm9-(?P<target>gap|U0)$")  # zoo models: <arch>-qm9-<training target>
 
 
 @dataclass
@@ -71,6 +73,7 @@ class ReportConfig:
                        sample_sizes=(50, 100, 200, 500, 1000, 1600))
         if size == "full":
             qm9 = [m for m in QM9_MODEL_PREFERENCE if m in available]
+            qm9 += [m for m in available if ZOO_ID.match(m) and m not in qm9]  # every zoo model
             return cls(size="full", qm9_n=5000, mp_n=2000, qm9_models=qm9,
                        mp_models=[m for m in MP_MODELS if m in available],
                        sample_sizes=(50, 100, 200, 500, 1000, 2000, 4000))
@@ -168,8 +171,7 @@ def run_experiments(config: ReportConfig, log=print, timings: dict | None = None
     step("node_level", {**models_key, "n_node": len(node_qm9)},
          lambda: node_level.node_level(node_qm9, shared, folds=config.folds, seed=config.seed))
     tables["node_level_summary"] = E.node_level_summary(tables["node_level"])
-    zoo = {arch: {t: f"{arch}-qm9-{t}" for t in ("gap", "U0")} for arch in ("mace", "visnet", "schnet")}
-    zoo = {a: d for a, d in zoo.items() if all(m in shared for m in d.values())}
+    zoo = zoo_pairs(shared)
     if zoo:
         step("task_alignment", {"pairs": zoo, **models_key},
              lambda: E.task_alignment(qm9, zoo, "gap", folds=config.folds, seed=config.seed))
@@ -190,6 +192,16 @@ def run_experiments(config: ReportConfig, log=print, timings: dict | None = None
     return tables
 
 
+def zoo_pairs(model_ids) -> dict:
+    """{architecture: {"gap": id, "U0": id}} for every architecture with both zoo models among `model_ids`."""
+    found: dict = {}
+    for m in model_ids:
+        match = ZOO_ID.match(m)
+        if match:
+            found.setdefault(match["arch"], {})[match["target"]] = m
+    return {arch: {t: d[t] for t in ("gap", "U0")} for arch, d in sorted(found.items()) if set(d) == {"gap", "U0"}}
+
+
 def _value(table, **where):
     sub = table
     for k, v in where.items():
@@ -197,41 +209,70 @@ def _value(table, **where):
     return sub
 
 
+PAPER_V1 = "arXiv 2603.03155v1 abstract"
+PAPER_V2 = "revised paper (v2)"
+V2_TASK_ALIGNMENT = {"mace": (0.44, 0.08), "painn": (0.53, 0.31)}  # R²_geom gap: gap-trained vs energy-trained
+NOT_STATED = "—"
+
+
+def _closer(ours: float, v1: float | None, v2: float | None) -> str:
+    """Which paper version our number is nearer to ('n/a' unless both give a number)."""
+    if v1 is None or v2 is None or not np.isfinite(ours):
+        return "n/a"
+    return "v1" if abs(ours - v1) < abs(ours - v2) else "v2"
+
+
 def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The paper's claims next to ours, with the model and protocol used and whether each holds here."""
+    """Each claim with the v1 abstract's and the revised paper's numbers next to ours, the model and protocol used,
+    whether the claim's direction holds here and which version our number is nearer to."""
     rows = []
     best = tables["best_layer_qm9"]
 
-    def add(claim, paper, ours, model, protocol, holds):
-        rows.append(dict(claim=claim, paper=paper, ours=ours, model=model, protocol=protocol,
-                         holds="yes" if holds is True else "no" if holds is False else "n/a"))
+    def add(claim, v1, v2, ours, model, protocol, holds, closer="n/a"):
+        rows.append(dict(claim=claim, paper_v1=v1, paper_v2=v2, ours=ours, model=model, protocol=protocol,
+                         holds="yes" if holds is True else "no" if holds is False else "n/a", closer_to=closer))
 
     ridge = "Ridge (nested K-fold alpha), 5-fold shuffled, fold-aware QR projection on counts, mean pooling"
-    mace = best[best.model.str.startswith("mace") & (best.probe == "ridge") & (best.target == "gap")]
-    if len(mace):
-        r = mace.sort_values("r2_geom").iloc[-1]
-        add("MACE keeps the gap linearly readable after composition removal", "R²_geom 0.782",
-            f"{r.r2_geom:.3f} ± {r.r2_geom_std:.3f}", f"{r.model} / {r.layer}", ridge, bool(r.r2_geom > 0.5))
-    for probe, paper, expect in (("ridge", "R²_geom -0.792", lambda v: v < 0), ("mlp", "R²_geom +0.784",
-                                                                              lambda v: v > 0.5)):
+    gap_ridge = best[(best.probe == "ridge") & (best.target == "gap")]
+    trained = gap_ridge[gap_ridge.model == "mace-qm9-gap"]
+    if len(trained):
+        r = trained.iloc[0]
+        add("MACE trained on the QM9 gap keeps the gap linearly readable after composition removal",
+            "R²_geom 0.782", "R²_geom 0.44", f"{r.r2_geom:.3f} ± {r.r2_geom_std:.3f}", f"{r.model} / {r.layer}",
+            ridge, bool(r.r2_geom > 0), _closer(r.r2_geom, 0.782, 0.44))
+    pretrained = gap_ridge[gap_ridge.model == "mace-spice"]
+    if len(pretrained):
+        r = pretrained.iloc[0]
+        add("A pretrained foundation MACE keeps gap geometry after composition removal", NOT_STATED,
+            "R²_geom 0.36 (MACE-MP-0, pretrained on MPtrj)", f"{r.r2_geom:.3f} ± {r.r2_geom_std:.3f}",
+            f"{r.model} / {r.layer} (pretrained on SPICE: MACE-MP-0's weights are not available offline here)",
+            ridge, bool(r.r2_geom > 0))
+    if len(gap_ridge) >= 2:
+        lo, hi = gap_ridge.r2_geom.min(), gap_ridge.r2_geom.max()
+        add("R²_geom for the gap spans a wide range across models", NOT_STATED, "0.081 to 0.533 over ten QM9 models",
+            f"{lo:.3f} to {hi:.3f} over {gap_ridge.model.nunique()} models", ", ".join(gap_ridge.model), ridge,
+            bool(hi - lo > 0.2))
+    for probe, v1, expect in (("ridge", "R²_geom -0.792", lambda v: v < 0), ("mlp", "R²_geom +0.784",
+                                                                           lambda v: v > 0.5)):
         ani = _value(best, model="ani2x-aev", probe=probe, target="gap")
         if len(ani):
             r = ani.iloc[0]
-            add(f"ANI-2x AEV, gap, {probe.upper()} probe on the residual", paper,
+            add(f"ANI-2x AEV, gap, {probe.upper()} probe on the residual", v1, NOT_STATED,
                 f"{r.r2_geom:.3f} ± {r.r2_geom_std:.3f}", "ani2x-aev / aev",
                 ridge.replace("Ridge (nested K-fold alpha)", probe.upper()) + "; training-constant columns dropped, "
                 "test values clipped to the training range", bool(expect(r.r2_geom)))
     routing = tables["routing_qm9"]
     mace_routes = routing[routing.model.str.startswith("mace")]
     if len(mace_routes):
-        for target, paper, winner, loser in (("dipole", "L1 0.59 vs L0 0.38", "L1", "L0"),
-                                             ("gap", "L0 0.76 vs L1 0.34", "L0", "L1")):
+        for target, v2, winner, loser in (("dipole", "L1 0.59 vs L0 0.38", "L1", "L0"),
+                                          ("gap", "L0 0.76 vs L1 0.34", "L0", "L1")):
             sub = mace_routes[mace_routes.target == target]
             best_l = sub.groupby(["model", "channel"]).r2_geom.max()
             model = sub.groupby("model").r2_geom.max().idxmax()
             if (model, winner) in best_l and (model, loser) in best_l:
                 w, lo = best_l[(model, winner)], best_l[(model, loser)]
-                add(f"MACE routes {target} through {winner}", paper, f"{winner} {w:.3f} vs {loser} {lo:.3f}",
+                add(f"MACE routes {target} through {winner}", f"qualitative ({target} through {winner})", v2,
+                    f"{winner} {w:.3f} vs {loser} {lo:.3f}",
                     f"{model} (best layer per channel; L>0 as norm of the pooled vector)", ridge, bool(w > lo))
     trees = tables["tree_inflation"]
     for target in ("control_nonlinear", "control_mass"):
@@ -240,7 +281,8 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             g = sub[sub.probe == "gbt"].r2_geom
             rr = sub[sub.probe == "ridge"].r2_geom
             add(f"GBT probes recover a purely compositional target ({target}) from residuals",
-                "GBT R² 0.68-0.95", f"GBT {g.min():.2f} to {g.max():.2f}; Ridge {rr.min():.2f} to {rr.max():.2f}",
+                "GBT R² 0.68-0.95", NOT_STATED,
+                f"GBT {g.min():.2f} to {g.max():.2f}; Ridge {rr.min():.2f} to {rr.max():.2f}",
                 ", ".join(sub.model.unique()), "last layer, all channels, residual of the QR projection",
                 bool(g.min() > 0.5 and rr.max() < 0.3))
     eff = tables["sample_efficiency"]
@@ -248,30 +290,32 @@ def claims(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if geom.shape[0] >= 3:
         small, large = geom.columns.min(), geom.columns.max()
         rho = pd.Series(geom[large]).rank().corr(pd.Series(geom[small]).rank())
-        add("Linearly disentangled representations are more sample-efficient",
-            "qualitative", f"Spearman ρ = {rho:.2f} between models' R²_geom at n={large} and at n={small}",
+        add("Linearly disentangled representations are more sample-efficient", "qualitative", NOT_STATED,
+            f"Spearman ρ = {rho:.2f} between models' R²_geom at n={large} and at n={small}",
             ", ".join(geom.index), "Ridge, best layer for the gap, 3 subsample seeds", bool(rho > 0.5))
     iso = tables["isomer_benchmark"]
     if len(iso):
         comp = iso[iso.features == "composition projection"].accuracy
         res = iso[iso.features == "residual"]
         r = res.sort_values("accuracy").iloc[-1]
-        add("Isomer pairs: the composition projection is at chance, the residual is not",
+        add("Isomer pairs: the composition projection is at chance, the residual is not", NOT_STATED,
             "residual 94.6% pairwise", f"composition {comp.mean():.3f}; residual up to {r.accuracy:.3f}",
             f"{r.model} / {r.layer}", "which isomer of a pair has the larger gap; Ridge, pairs within test folds",
             bool(abs(comp.mean() - 0.5) < 1e-9 and r.accuracy > 0.6))
     pool = _value(tables["pooling_ablation"], model="ani2x-aev", target="gap")
     if len(pool) == 2:
         mean, total = pool.set_index("pooling").r2_geom[["mean", "sum"]]
-        add("ANI-2x flips sign between mean and sum pooling", "sign flip (author's report)",
-            f"mean {mean:.3f}, sum {total:.3f}", "ani2x-aev", ridge.replace("mean pooling", "mean vs sum pooling"),
-            bool(np.sign(mean) != np.sign(total)))
+        add("ANI-2x flips sign between mean and sum pooling (the author's report, in neither version)", NOT_STATED,
+            NOT_STATED, f"mean {mean:.3f}, sum {total:.3f}", "ani2x-aev",
+            ridge.replace("mean pooling", "mean vs sum pooling"), bool(np.sign(mean) != np.sign(total)))
     if "task_alignment" in tables:
         for arch, sub in tables["task_alignment"].groupby("architecture"):
             s = sub.set_index("trained_on").r2_geom
-            add(f"{arch}: trained on the gap keeps more gap geometry than trained on the energy",
-                "task alignment (revised paper)", f"gap-trained {s['gap']:.3f} vs U0-trained {s['U0']:.3f}",
-                ", ".join(sub.model), ridge, bool(s["gap"] > s["U0"]))
+            v2 = V2_TASK_ALIGNMENT.get(arch)
+            add(f"{arch}: trained on the gap keeps more gap geometry than trained on the energy", NOT_STATED,
+                f"gap-trained {v2[0]} vs energy-trained {v2[1]}" if v2 else NOT_STATED,
+                f"gap-trained {s['gap']:.3f} vs U0-trained {s['U0']:.3f}", ", ".join(sub.model), ridge,
+                bool(s["gap"] > s["U0"]))
     return pd.DataFrame(rows)
 
 

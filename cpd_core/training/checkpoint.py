@@ -6,6 +6,7 @@ Stage: training (the zoo; feeds models).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -68,21 +69,23 @@ def load_state(path: Path, arch: str, target: str, split: dict) -> dict | None:
 
 
 def save_model(out: Path, arch: str, prep, card: dict) -> None:
-    """The final weights and card: MACE as a pickled module, SchNet/ViSNet through pyg.save_checkpoint."""
+    """The final weights and card: MACE as a pickled module, the others through pyg.save_checkpoint (a state
+    dict, moved to the CPU)."""
     import torch
 
     from cpd_core.training.cards import card_markdown
 
     if arch == "mace":
         tmp = out / (MACE_WEIGHTS + ".tmp")
-        torch.save(prep.model, tmp)
+        torch.save(copy.deepcopy(prep.model).cpu(), tmp)  # a module trained on cuda loads on any machine
         os.replace(tmp, out / MACE_WEIGHTS)
         (out / CARD).write_text(json.dumps(card, indent=1))
     else:
         from cpd_core.models.pyg import save_checkpoint
 
         fields = {k: v for k, v in card.items() if k not in ("arch", "hparams")}
-        save_checkpoint(out, arch, prep.hparams, prep.model, **fields)
+        state = {k: v.detach().cpu() for k, v in prep.model.state_dict().items()}
+        save_checkpoint(out, arch, prep.hparams, state, **fields)
     (out / CARD_MD).write_text(card_markdown(card))
 
 

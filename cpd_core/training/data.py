@@ -10,7 +10,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from cpd_core.errors import CPDInputError
-from cpd_core.training.config import ELEMENTS
+from cpd_core.training.config import ELEMENTS, SPLITS, STANDARD_SPLIT
+
+SCHEMES = {
+    "standard": "standard QM9 convention: a seeded permutation into 110,000 training, 10,000 validation and the "
+                "remaining test molecules; this run uses the first n_train / n_val / n_test of each pool",
+    "random": "permutation of all QM9 rows by seed: test first, then validation, then training",
+}
+
+
+def standard_split(n_total: int, n_train: int, seed: int, n_val: int | None = None, n_test: int | None = None):
+    """(train, val, test) row indices under the standard QM9 split (`config.STANDARD_SPLIT`), each the first
+    n of its pool; n_val defaults to the whole validation pool, n_test to the whole test pool."""
+    n_pool_train, n_pool_val = STANDARD_SPLIT["train"], STANDARD_SPLIT["val"]
+    n_pool_test = n_total - n_pool_train - n_pool_val
+    if n_pool_test < 1:
+        raise CPDInputError(f"The standard QM9 split needs more than {n_pool_train + n_pool_val} molecules "
+                            f"(got {n_total}); use --split random.")
+    n_val = n_pool_val if n_val is None else n_val
+    n_test = n_pool_test if n_test is None else n_test
+    for name, n, pool in (("train", n_train, n_pool_train), ("val", n_val, n_pool_val),
+                          ("test", n_test, n_pool_test)):
+        if not 1 <= n <= pool:
+            raise CPDInputError(f"--n-{name} {n} does not fit the standard split's {name} pool of {pool} molecules.")
+    perm = np.random.default_rng(seed).permutation(n_total)
+    train_pool, val_pool = perm[:n_pool_train], perm[n_pool_train:n_pool_train + n_pool_val]
+    test_pool = perm[n_pool_train + n_pool_val:]
+    return np.sort(train_pool[:n_train]), np.sort(val_pool[:n_val]), np.sort(test_pool[:n_test])
 
 
 def split_indices(n_total: int, n_train: int, seed: int, n_val: int | None = None, n_test: int | None = None):
@@ -61,18 +87,24 @@ class TrainingData:
     mean: float
     std: float
 
+    scheme: str = "random"
+
     def split_record(self, seed: int, n_train: int) -> dict:
         """The split as stored in the training state (a resumed run must match it)."""
-        return {"seed": seed, "n_train": n_train, "n_val": len(self.val), "n_test": len(self.test)}
+        record = {"seed": seed, "n_train": n_train, "n_val": len(self.val), "n_test": len(self.test)}
+        return record if self.scheme == "random" else {**record, "scheme": self.scheme}
 
 
 def prepare_data(arch: str, target: str, readout: str, n_train: int, seed: int, n_val: int | None,
-                 n_test: int | None) -> TrainingData:
+                 n_test: int | None, split: str = "standard") -> TrainingData:
     """Load QM9, split it, fit the composition baseline and the reference the network learns on top of."""
     from cpd_core.data.qm9 import load_qm9
 
+    if split not in SPLITS:
+        raise CPDInputError(f"Unknown split '{split}'; choose one of {SPLITS}.")
     qm9 = load_qm9()
-    train_rows, val_rows, test_rows = split_indices(len(qm9), n_train, seed, n_val, n_test)
+    make_split = standard_split if split == "standard" else split_indices
+    train_rows, val_rows, test_rows = make_split(len(qm9), n_train, seed, n_val, n_test)
     rows = np.concatenate([train_rows, val_rows, test_rows])
     data = qm9.subset(rows)
     tr = np.arange(len(train_rows))
@@ -97,4 +129,4 @@ def prepare_data(arch: str, target: str, readout: str, n_train: int, seed: int, 
         mean, std = float(np.mean(y[tr])), float(np.std(y[tr]))
     return TrainingData(data=data, units=qm9.units.get(target, "eV"), y=y, C=C, train=tr, val=va, test=te,
                         baseline_coef=base_coef, baseline_test_mae=base_test_mae, baseline_val_mae=base_val_mae,
-                        e0=e0, mean=mean, std=std)
+                        e0=e0, mean=mean, std=std, scheme=split)

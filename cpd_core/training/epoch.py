@@ -40,7 +40,7 @@ def evaluate(prep: Prepared, indices, batch_size: int) -> tuple[np.ndarray, np.n
         for b in prep.make_batches(indices, None, batch_size):
             p, t = prep.predict(b)
             preds.append(p.detach().cpu().numpy())
-            ts.append(t.numpy())
+            ts.append(t.detach().cpu().numpy())
     return np.concatenate(preds).astype(np.float64), np.concatenate(ts).astype(np.float64)
 
 

@@ -34,11 +34,13 @@ def _check(arch: str, target: str, epochs: int) -> None:
 def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_val: int | None = None,
           n_test: int | None = None, batch_size: int | None = None, lr: float | None = None,
           patience: int = PATIENCE, max_minutes: float | None = None, hparams: dict | None = None,
-          model_id: str | None = None, log=print) -> dict:
-    """Train (or resume) one model; returns the card."""
+          model_id: str | None = None, split: str = "standard", device: str = "cpu", log=print) -> dict:
+    """Train (or resume) one model on `device` (cpu | cuda) with the `split` scheme; returns the card."""
     import torch
 
     _check(arch, target, epochs)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CPDInputError("--device cuda was asked for, but torch sees no CUDA device here; use --device cpu.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     readout = TARGETS[target]
@@ -48,13 +50,14 @@ def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_v
     cmd = command_line(arch, target, n_train, epochs, seed, out, n_val=n_val, n_test=n_test,
                        batch_size=None if batch_size == BATCH_SIZE[arch] else batch_size,
                        lr=None if lr == LR[arch] else lr, patience=None if patience == PATIENCE else patience,
-                       max_minutes=max_minutes)
+                       max_minutes=max_minutes, split=None if split == "standard" else split,
+                       device=None if device == "cpu" else device)
 
-    td = prepare_data(arch, target, readout, n_train, seed, n_val, n_test)
+    td = prepare_data(arch, target, readout, n_train, seed, n_val, n_test, split)
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-    prep = prepare(arch, hp, td, readout)
+    prep = prepare(arch, hp, td, readout, device)
     model = prep.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
@@ -75,7 +78,7 @@ def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_v
         set_rng_state(saved["rng"], rng)
         log(f"resuming after epoch {epoch} (best val MAE {best_val:.4f} at epoch {best_epoch})")
 
-    start = time.time()
+    start = session_start = time.time()  # max_minutes bounds this invocation; a rerun continues the run
     stopped = "epochs"
     while epoch < epochs:
         if epoch - best_epoch >= patience and best_state is not None:
@@ -83,7 +86,7 @@ def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_v
             break
         last = history[-1]["seconds"] if history else 0.0  # stop before an epoch that would overrun the limit
         if max_minutes is not None and best_state is not None and \
-                wall + time.time() - start + last > 60 * max_minutes:
+                time.time() - session_start + last > 60 * max_minutes:
             stopped = f"time limit ({max_minutes} min)"
             break
         t0 = time.time()
@@ -113,7 +116,8 @@ def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_v
     card = build_card(model_id=model_id or out.name, arch=arch, target=target, readout=readout, td=td, prep=prep,
                       model=model, lr=lr, batch_size=batch_size, patience=patience, epochs=epochs, epoch=epoch,
                       best_epoch=best_epoch, stopped=stopped, wall=wall, history=history, seed=seed,
-                      val_mae=val_mae, test_mae=test_mae, test_pred=test_pred, test_true=test_true, cmd=cmd)
+                      val_mae=val_mae, test_mae=test_mae, test_pred=test_pred, test_true=test_true, cmd=cmd,
+                      device=device)
     save_model(out, arch, prep, card)
     log(f"test MAE {test_mae:.4f} (composition baseline {td.baseline_test_mae:.4f}) {card['units']}; wrote {out}")
     return card

@@ -1,6 +1,6 @@
-"""The zoo's networks, built for training: MACE (mace-torch) and SchNet/ViSNet (torch-geometric, through
+"""The zoo's networks, built for training: MACE (mace-torch) and SchNet/ViSNet/PaiNN/DimeNet++ (through
 `cpd_core.models.pyg`'s builders so a saved checkpoint reloads as an adapter), each with its batching and
-prediction functions.
+prediction functions, on the chosen torch device.
 
 Stage: training (the zoo; feeds models).
 """
@@ -33,6 +33,8 @@ def batch_indices(indices, rng: np.random.Generator | None, batch_size: int):
 
 
 def _pyg_hparams(arch: str, hp: dict, readout: str, mean: float, std: float, atomref: list | None) -> dict:
+    if arch in ("painn", "dimenetpp"):
+        return dict(hp, readout="mean" if readout == "mean" else "add", mean=mean, std=std, atomref=atomref)
     if arch == "schnet":
         return dict(hidden_channels=hp["hidden_channels"], num_filters=hp["num_filters"],
                     num_interactions=hp["num_interactions"], num_gaussians=hp["num_gaussians"],
@@ -49,28 +51,31 @@ def _atomref_table(coef: np.ndarray) -> list:
     return table.tolist()
 
 
-def prepare_pyg(arch, hp, structures, y, readout, mean, std, e0) -> Prepared:
-    """SchNet/ViSNet built by pyg.py's builders (so the saved checkpoint reloads through pyg.load_checkpoint)."""
+def prepare_pyg(arch, hp, structures, y, readout, mean, std, e0, device="cpu") -> Prepared:
+    """SchNet/ViSNet/PaiNN/DimeNet++ built by pyg.py's builders (so the saved checkpoint reloads through
+    pyg.load_checkpoint)."""
     import torch
 
-    from cpd_core.models.pyg import build_schnet, build_visnet
+    from cpd_core.models.pyg import BUILDERS
 
-    # SchNet applies mean/std per atom before its readout: for a sum readout that shifts by n_atoms * mean, so
-    # the mean goes to zero there (the atomref carries the offset); ViSNet adds mean after the reduction.
+    # SchNet, PaiNN and DimeNet++ apply mean/std per atom before their readout: for a sum readout that shifts by
+    # n_atoms * mean, so the mean goes to zero there (the atomref carries the offset); ViSNet adds mean after the
+    # reduction.
     pyg_hp = _pyg_hparams(arch, hp, readout, mean if (readout == "mean" or arch == "visnet") else 0.0, std,
                           None if e0 is None else _atomref_table(e0))
-    model = (build_schnet if arch == "schnet" else build_visnet)(pyg_hp).train()
-    numbers = torch.as_tensor(structures.numbers.astype(np.int64))
-    positions = torch.as_tensor(structures.positions, dtype=torch.float32)
+    model = BUILDERS[arch](pyg_hp).to(device).train()
+    numbers = torch.as_tensor(structures.numbers.astype(np.int64), device=device)
+    positions = torch.as_tensor(structures.positions, dtype=torch.float32, device=device)
     offsets = structures.offsets
-    targets = torch.tensor(y, dtype=torch.float32)
+    targets = torch.tensor(y, dtype=torch.float32, device=device)
 
     def make_batches(indices, rng, batch_size):
         for idx in batch_indices(indices, rng, batch_size):
-            rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
-            counts = torch.as_tensor(offsets[idx + 1] - offsets[idx])
-            batch = torch.repeat_interleave(torch.arange(len(idx)), counts)
-            yield numbers[rows], positions[rows], batch, targets[idx]
+            rows = torch.as_tensor(np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx]),
+                                   device=device)
+            counts = torch.as_tensor(offsets[idx + 1] - offsets[idx], device=device)
+            batch = torch.repeat_interleave(torch.arange(len(idx), device=device), counts)
+            yield numbers[rows], positions[rows], batch, targets[torch.as_tensor(idx, device=device)]
 
     def predict(b):
         z, pos, batch, t = b
@@ -115,19 +120,19 @@ def mace_graphs(model_or_rmax, atoms_list):
                 for a in atoms_list]
 
 
-def mace_predict(model, graphs, readout: str):
+def mace_predict(model, graphs, readout: str, device="cpu"):
     """Per-molecule prediction of a zoo MACE: its total energy (sum readout) or that over n_atoms (mean)."""
     from cpd_core.models.mace import _import_mace
 
     _, tg, _, _ = _import_mace()
-    batch = tg.Batch.from_data_list(graphs)
+    batch = tg.Batch.from_data_list(graphs).to(device)
     out = model(batch.to_dict(), training=model.training, compute_force=False)["energy"]
     if readout == "mean":
         out = out / (batch.ptr[1:] - batch.ptr[:-1]).to(out.dtype)
     return out
 
 
-def prepare_mace(hp, structures, y, readout, mean, std, e0, train_idx) -> Prepared:
+def prepare_mace(hp, structures, y, readout, mean, std, e0, train_idx, device="cpu") -> Prepared:
     import torch
 
     atoms = structures.to_atoms_list()
@@ -141,27 +146,27 @@ def prepare_mace(hp, structures, y, readout, mean, std, e0, train_idx) -> Prepar
     else:
         e0_arr, scale = np.asarray(e0[:len(Z)]), std
     torch.set_default_dtype(torch.float32)
-    model = build_mace(hp, e0_arr, scale, avg).float().train()
-    targets = torch.tensor(y, dtype=torch.float32)
+    model = build_mace(hp, e0_arr, scale, avg).float().to(device).train()
+    targets = torch.tensor(y, dtype=torch.float32, device=device)
     full_hp = dict(hp, atomic_energies=list(map(float, e0_arr)), atomic_inter_scale=float(scale),
                    avg_num_neighbors=float(avg), atomic_numbers=list(Z), readout=readout)
 
     def make_batches(indices, rng, batch_size):
         for idx in batch_indices(indices, rng, batch_size):
-            yield [graphs[i] for i in idx], targets[idx]
+            yield [graphs[i] for i in idx], targets[torch.as_tensor(idx, device=device)]
 
     def predict(b):
         g, t = b
-        return mace_predict(model, g, readout).reshape(-1), t
+        return mace_predict(model, g, readout, device).reshape(-1), t
 
     return Prepared(model, full_hp, make_batches, predict)
 
 
-def prepare(arch: str, hp: dict, td, readout: str) -> Prepared:
-    """The network of `arch` for the training data `td` (a `data.TrainingData`)."""
+def prepare(arch: str, hp: dict, td, readout: str, device: str = "cpu") -> Prepared:
+    """The network of `arch` for the training data `td` (a `data.TrainingData`) on `device` (cpu | cuda)."""
     if arch == "mace":
-        return prepare_mace(hp, td.data, td.y, readout, td.mean, td.std, td.e0, td.train)
-    return prepare_pyg(arch, hp, td.data, td.y, readout, td.mean, td.std, td.e0)
+        return prepare_mace(hp, td.data, td.y, readout, td.mean, td.std, td.e0, td.train, device)
+    return prepare_pyg(arch, hp, td.data, td.y, readout, td.mean, td.std, td.e0, device)
 
 
 def layer_irreps(arch, hparams, model) -> dict:

@@ -1,4 +1,4 @@
-"""ViSNet and SchNet (torch-geometric) adapters: invariance, equivariance, batching, state bookkeeping, input
+"""ViSNet, SchNet, PaiNN and DimeNet++ adapters (torch-geometric's message passing): invariance, equivariance, batching, state bookkeeping, input
 errors, metadata and checkpoints. Small random models on a handful of QM9 molecules keep this fast."""
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ SMALL = {
     "visnet": dict(hidden_channels=16, num_heads=4, num_layers=2, num_rbf=16, lmax=2),
     "schnet": dict(hidden_channels=16, num_filters=16, num_interactions=2, num_gaussians=20, cutoff=5.0,
                    mean=1.5, std=0.7),
+    "painn": dict(hidden_channels=16, num_interactions=2, num_rbf=10, mean=0.3, std=0.5),
+    "dimenetpp": dict(hidden_channels=16, num_blocks=2, int_emb_size=8, basis_emb_size=4, out_emb_channels=16,
+                      num_spherical=4, num_radial=4),
 }
 ARCHS = tuple(SMALL)
+HOOKED_ARCHS = ("visnet", "schnet")  # states vs increments of the other two: tests/models/test_models_painn_dimenet.py
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models run faster on one thread here
@@ -164,7 +168,7 @@ def _hooked_forward(adapter, molecules):
     return seen, prediction
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", HOOKED_ARCHS)
 def test_states_are_sums_of_increments_and_feed_the_head(adapters, molecules, arch):
     adapter = adapters[arch]
     features = adapter.forward_batch(molecules)
@@ -218,14 +222,16 @@ def test_bad_input_is_a_cpd_input_error(adapters, molecules, arch):
 
 # ------------------------------------------------------------------------------------------- metadata
 
-@pytest.mark.parametrize("model_id", ["visnet-random", "schnet-random"])
+@pytest.mark.parametrize("model_id", ["visnet-random", "schnet-random", "painn-random", "dimenetpp-random"])
 def test_registered_random_models(molecules, model_id):
     assert model_id in pyg.MODEL_IDS and pyg.offline_available(model_id)
     info = pyg.describe(model_id)
     assert "random" in info.notes and "testing only" in info.description
     assert info.weights_source == f"random init, seed {pyg.RANDOM_SEED}" and len(info.weights_hash) == 16
     assert info.elements == ("H", "C", "N", "O", "F") and info.input == "molecules"
-    assert info.family == {"visnet": "vector-scalar equivariant", "schnet": "learned invariant"}[info.extra["arch"]]
+    assert info.family == {"visnet": "vector-scalar equivariant", "schnet": "learned invariant",
+                           "painn": "vector-scalar equivariant",
+                           "dimenetpp": "directional (angle-based) invariant"}[info.extra["arch"]]
     adapter = pyg.load(model_id, device="cpu")
     assert adapter.info == info
     out = adapter.forward_batch(molecules[:2])

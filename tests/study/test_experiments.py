@@ -102,7 +102,7 @@ def test_report_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "report" / "report.html").read_text().count("<table") >= 3
     claim_table = pd.read_csv(tmp_path / "report" / "claims.csv")
     assert set(claim_table.holds) <= {"yes", "no", "n/a"}
-    assert {"claim", "paper", "ours", "model", "protocol", "holds"} <= set(claim_table.columns)
+    assert {"claim", "paper_v1", "paper_v2", "ours", "model", "protocol", "holds", "closer_to"} <= set(claim_table.columns)
     assert claims(tables).shape[0] >= 3
     # LEACE beside QR, layer similarity before and after composition removal, node-level CPD
     erasers = tables["eraser_comparison"]
