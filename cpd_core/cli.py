@@ -149,6 +149,10 @@ INPUT_OPTION = typer.Option(None, "--input", help="Any structure file ase.io rea
 DATASET_OPTION = typer.Option(None, help="qm9 | mp")
 N_OPTION = typer.Option(None, help="Subset size (with --dataset)")
 MODELS_OPTION = typer.Option(..., help="Comma-separated model ids (see `models`)")
+WORKERS_OPTION = typer.Option(1, help="Dask worker processes of an embedded local cluster (one model copy and one "
+                                      "torch thread each); 1: no cluster")
+SCHEDULER_OPTION = typer.Option(None, help="Dask scheduler of an existing cluster, e.g. tcp://host:8786 (or set "
+                                           "CPD_DASK_SCHEDULER)")
 
 
 def _model_list(models: str) -> list[str]:
@@ -218,10 +222,11 @@ def embed(
     pooling: str = typer.Option("mean", help="mean | sum"),
     invariant: str = typer.Option("pooled_norm", help="L>0 invariant: pooled_norm | atom_norm"),
     batch_size: Optional[int] = typer.Option(None, help="Structures per forward pass"),
-    workers: int = typer.Option(1, help="Dask worker processes on this machine (one model copy and one torch "
-                                        "thread each)"),
-    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler of an existing cluster, e.g. "
-                                                       "tcp://host:8786 (or set CPD_DASK_SCHEDULER)"),
+    workers: int = WORKERS_OPTION,
+    scheduler: Optional[str] = SCHEDULER_OPTION,
+    workers_write_cache: bool = typer.Option(False, "--workers-write-cache",
+                                             help="Dask workers write the chunk files into the cache directory "
+                                                  "themselves (it must be on a file system they share)"),
     chunk_size: int = typer.Option(64, help="Structures per saved chunk at most (chunks are also cut to about 30 s "
                                             "of compute; an interrupted run resumes after the last saved chunk)"),
     drop_degenerate: bool = typer.Option(False, "--drop-degenerate",
@@ -236,6 +241,7 @@ def embed(
     from tqdm import tqdm
 
     from cpd_core.representations.cache import ExtractionInterrupted, cached_invariants
+    from cpd_core.cluster import scheduler_address
     from cpd_core.representations.invariants import INVARIANTS, POOLINGS, feature_key
     from cpd_core.models import describe_model
 
@@ -243,6 +249,7 @@ def embed(
         raise CPDInputError(f"--pooling must be one of {POOLINGS} and --invariant one of {INVARIANTS}.")
     if workers < 1:
         raise CPDInputError(f"--workers must be at least 1 (got {workers}).")
+    scheduler = scheduler_address(scheduler)
     if trust_model_file:
         from cpd_core.models.mace import FILE_PREFIX, trust_model_file as trust
 
@@ -263,6 +270,7 @@ def embed(
         try:
             arrays = cached_invariants(model, structures, progress=progress, batch_size=batch_size,
                                        workers=workers, chunk_size=chunk_size, scheduler=scheduler,
+                                       workers_write=workers_write_cache,
                                        log=lambda message: typer.echo(message, err=True))
         except ExtractionInterrupted as stop:
             bar.close()
@@ -320,8 +328,15 @@ def report(
     qm9_n: Optional[int] = typer.Option(None, help="Override the number of QM9 molecules"),
     models: Optional[str] = typer.Option(None, help="Comma-separated QM9 model ids (default: the preset's)"),
     mp_models: Optional[str] = typer.Option(None, help="Comma-separated MP model ids; '' for none"),
+    workers: int = WORKERS_OPTION,
+    scheduler: Optional[str] = SCHEDULER_OPTION,
 ):
-    """Run the paper's experiments and write a Markdown + HTML report with claims, tables and figures."""
+    """Run the paper's experiments and write a Markdown + HTML report with claims, tables and figures.
+
+    With --workers N or --scheduler, extraction and the probe grids run on that Dask cluster."""
+    import contextlib
+
+    from cpd_core.cluster import dask_client, scheduler_address
     from cpd_core.study.report import ReportConfig, run_experiments, write_report
 
     try:
@@ -336,7 +351,13 @@ def report(
         config.mp_models = [m.strip() for m in mp_models.split(",") if m.strip()]
     start = time.perf_counter()
     timings: dict = {}
-    tables = run_experiments(config, log=lambda msg: typer.echo(msg, err=True), timings=timings)
+    if workers < 1:
+        raise CPDInputError(f"--workers must be at least 1 (got {workers}).")
+    scheduler = scheduler_address(scheduler)
+    echo = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    cluster = dask_client(workers, scheduler, echo) if workers > 1 or scheduler else contextlib.nullcontext()
+    with cluster:
+        tables = run_experiments(config, log=echo, timings=timings)
     path = write_report(tables, config, out, time.perf_counter() - start, sum(timings.values()))
     typer.echo(f"wrote {path} and {path.with_suffix('.html')}")
 

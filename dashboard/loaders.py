@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cpd_explorer.app")
 
 MEMO_ENTRIES = 96
+CLUSTER_WORKERS = 2  # worker processes of the dashboard's embedded Dask cluster (CPD_DASK_WORKERS overrides)
 
 
 # ============================================================================================ cached loading
@@ -157,12 +158,60 @@ def structures_or_stop(sel: Selection, minimum: int = 10, need_target: bool = Fa
 
 
 # ============================================================================================ representations
+class _Held:
+    """A holder: st.cache_resource refuses to cache awaitable objects such as a Dask Client."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+
+@st.cache_resource(show_spinner=False)
+def _extraction_client() -> _Held:
+    """The Dask client the dashboard sends extraction to, started on first need and shared by all sessions: the
+    cluster at CPD_DASK_SCHEDULER when set, else an embedded LocalCluster of worker processes. Not the process's
+    default client: a script run uses it only inside `client.as_current()`."""
+    import os
+
+    from dask.distributed import Client, LocalCluster
+
+    from cpd_core.cluster import scheduler_address
+
+    address = scheduler_address(None)
+    if address:
+        client = Client(address, set_as_default=False)
+    else:
+        workers = int(os.environ.get("CPD_DASK_WORKERS", CLUSTER_WORKERS))
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+        client = Client(cluster, set_as_default=False)
+    log.info("Dask for extraction: %s (dashboard %s)", address or "local cluster", client.dashboard_link)
+    return _Held(client)
+
+
+def extraction_client():
+    return _extraction_client().value
+
+
+def forget_extraction_client() -> None:
+    """Start a new client on next need (e.g. after CPD_DASK_SCHEDULER changed)."""
+    _extraction_client.clear()
+
+
+def compute_representations(model_id: str, structures, progress) -> None:
+    """The model's representations of `structures` into the cache, on the dashboard's Dask cluster: the script
+    thread only waits for finished chunks, and a page that is left (Streamlit stops the script at its next
+    progress update) cancels the chunks not yet computed; the saved ones stay for the next visit."""
+    from cpd_core.representations.cache import cached_invariants
+
+    with extraction_client().as_current():
+        cached_invariants(model_id, structures, progress=progress)
+
+
 def ready_models(sel: Selection, structures, models=None) -> list[str]:
     """The models whose representations are available, computing missing ones with progress.
 
     Models that cannot run on these structures get a clear st.error and are left out.
     """
-    from cpd_core.representations.cache import cached_invariants, is_cached
+    from cpd_core.representations.cache import is_cached
 
     models = list(sel.models if models is None else models)
     if not models:
@@ -190,7 +239,7 @@ def ready_models(sel: Selection, structures, models=None) -> list[str]:
                 def progress(done, total, bar=bar):
                     bar.progress(min(done / max(total, 1), 1.0), text=f"{done:,} / {total:,} structures")
 
-                cached_invariants(m, structures, progress=progress)
+                compute_representations(m, structures, progress)
             slot.empty()
             st.toast(f"{m}: representations computed and cached.", icon=":material/check:")
             ok.append(m)

@@ -182,3 +182,34 @@ def test_embed_on_an_existing_dask_cluster(tmp_path, isolated_cache_dir):
         for key in a.files:
             if key != "__meta__":
                 np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
+
+
+def test_report_runs_on_the_named_dask_cluster(tmp_path, monkeypatch):
+    """`report --workers N` runs the experiments inside an embedded N-worker cluster, and CPD_DASK_SCHEDULER
+    sends them to an existing one: the experiments see it as the active client (extraction and grids use it)."""
+    from dask.distributed import LocalCluster
+
+    import cpd_core.study.report as report
+    from cpd_core.cluster import active_client
+
+    seen = []
+
+    def fake_run_experiments(config, log, timings):
+        client = active_client()
+        seen.append(None if client is None else (client.scheduler.address, len(client.scheduler_info()["workers"])))
+        return {}
+
+    monkeypatch.setattr(report, "run_experiments", fake_run_experiments)
+    monkeypatch.setattr(report, "write_report", lambda tables, config, out, *a: out / "report.md")
+    args = ["report", "--size", "small", "--out", str(tmp_path), "--mp-models", ""]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, args + ["--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "Dask: local cluster of 2 worker processes" in result.stderr
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        monkeypatch.setenv("CPD_DASK_SCHEDULER", cluster.scheduler_address)
+        assert runner.invoke(app, args).exit_code == 0
+    assert seen[0] is None and seen[1][1] == 2 and seen[2] == (cluster.scheduler_address, 1)
+    assert active_client() is None
+    bad = runner.invoke(app, args + ["--workers", "0"])
+    assert bad.exit_code == 2 and "--workers must be at least 1" in bad.stderr

@@ -330,32 +330,61 @@ def _blas_threads() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+def _grid_rows(label, H, C, Y, target_names, comp: dict, settings: dict) -> list[dict]:
+    """Table rows of one feature set of the grid (R²_full and R²_geom here, R²_comp shared): a Dask task too."""
+    with _blas_threads().limit(limits=1):  # many small BLAS calls: one thread each, sets in parallel
+        results = cpd_scores(H, C, Y, target_names, parts=("full", "geom"), **settings)
+    for r in results:
+        r.r2_comp, r.r2_comp_std = comp[r.target]
+    labels = dict(zip(("model", "layer", "channel"), label)) if isinstance(label, tuple) else {"features": label}
+    return _table_rows(results, **labels, dim=int(np.shape(H)[1]))
+
+
+def _grid_on_cluster(client, feature_sets: dict, C, Y, target_names, comp, settings, progress) -> list[dict]:
+    """The grid's feature sets as Dask tasks on `client` (C and Y sent to every worker once); rows in input
+    order whatever order the tasks finish in. A caller that stops (Ctrl-C, a page left) cancels the rest."""
+    from dask.distributed import as_completed
+
+    C_f, Y_f = client.scatter([np.asarray(C), np.asarray(Y)], broadcast=True)
+    futures = {client.submit(_grid_rows, label, H, C_f, Y_f, target_names, comp, settings, pure=False,
+                             retries=2): i for i, (label, H) in enumerate(feature_sets.items())}
+    by_index: dict[int, list] = {}
+    try:
+        for future in as_completed(futures):
+            by_index[futures[future]] = future.result()
+            if progress is not None:
+                progress(len(by_index), len(feature_sets))
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+    return [row for i in range(len(feature_sets)) for row in by_index[i]]
+
+
 def cpd_grid(feature_sets: dict, C, Y, target_names, probe: str = "ridge", folds: int = 5, seed: int = 0,
              projection: str = "fold", shuffle: bool = True, progress=None, n_jobs: int = -1,
-             probe_params=None, split: str = "kfold", projector_params=None) -> pd.DataFrame:
+             probe_params=None, split: str = "kfold", projector_params=None, use_cluster: bool = True) -> pd.DataFrame:
     """CPD scores for many feature sets on the same structures and targets, as one tidy table.
 
     feature_sets: {label tuple or str: H (n, d)}; a tuple label (model, layer, channel) becomes columns
     `model`, `layer`, `channel`. R²_comp does not depend on the features, so it is computed once and shared.
-    All targets of a feature set share one decomposition per fold (multi-target Ridge).
+    All targets of a feature set share one decomposition per fold (multi-target Ridge). The feature sets run on
+    the active Dask client (`cpd_core.cluster.active_client`, e.g. inside `dask_client(...)`) when there is
+    one and `use_cluster`, else on local threads; both give the same table.
     """
+    from cpd_core.cluster import active_client
+
     first = next(iter(feature_sets.values()))
-    comp = {r.target: r for r in cpd_scores(first, C, Y, target_names, probe, folds, seed, projection, shuffle,
-                                            parts=("comp",), probe_params=probe_params, split=split)}
-
-    def one(label, H):
-        with _blas_threads().limit(limits=1):  # many small BLAS calls: one thread each, sets in parallel
-            results = cpd_scores(H, C, Y, target_names, probe, folds, seed, projection, shuffle,
-                                 parts=("full", "geom"), probe_params=probe_params, split=split,
-                                 projector_params=projector_params)
-        for r in results:
-            r.r2_comp, r.r2_comp_std = comp[r.target].r2_comp, comp[r.target].r2_comp_std
-        labels = dict(zip(("model", "layer", "channel"), label)) if isinstance(label, tuple) else {"features": label}
-        return _table_rows(results, **labels, dim=int(np.shape(H)[1]))
-
+    comp = {r.target: (r.r2_comp, r.r2_comp_std)
+            for r in cpd_scores(first, C, Y, target_names, probe, folds, seed, projection, shuffle,
+                                parts=("comp",), probe_params=probe_params, split=split)}
+    settings = dict(probe=probe, folds=folds, seed=seed, projection=projection, shuffle=shuffle,
+                    probe_params=probe_params, split=split, projector_params=projector_params)
+    client = active_client() if use_cluster else None
+    if client is not None and len(feature_sets) > 1:
+        return pd.DataFrame(_grid_on_cluster(client, feature_sets, C, Y, target_names, comp, settings, progress))
     rows = []
     jobs = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-        delayed(one)(label, H) for label, H in feature_sets.items())
+        delayed(_grid_rows)(label, H, C, Y, target_names, comp, settings) for label, H in feature_sets.items())
     for i, set_rows in enumerate(jobs):
         rows += set_rows
         if progress is not None:

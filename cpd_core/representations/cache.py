@@ -21,6 +21,7 @@ Stage: representations (stage 3 of 5).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -109,6 +110,21 @@ class ExtractionInterrupted(KeyboardInterrupt):
         self.saved, self.total = saved, total
 
 
+def write_chunk(chunks: Path, rows, arrays: dict[str, np.ndarray]) -> None:
+    """Write one chunk atomically into the folder `chunks`: the arrays with their row indices, then its checksum
+    file. Called by the process that owns the entry, or by a Dask worker that shares the cache directory."""
+    rows = np.asarray(rows, dtype=np.int64)
+    name = "part_" + hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+    data_path, meta_path = chunks / f"{name}.npz", chunks / f"{name}.json"
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, __rows__=rows, **{k.replace("/", "__"): v for k, v in arrays.items()})
+
+    atomic_write(data_path, write)
+    _write_json(meta_path, {"sha256": _sha(data_path), "n": int(len(rows))})
+
+
 class EmbeddingEntry:
     """One cache entry: a folder with verified arrays and a manifest, plus chunk files while incomplete.
 
@@ -188,17 +204,7 @@ class EmbeddingEntry:
 
     # ------------------------------------------------------------------ writing
     def save_chunk(self, rows, arrays: dict[str, np.ndarray]) -> None:
-        """Write one chunk atomically: the arrays with their row indices, then its checksum file."""
-        rows = np.asarray(rows, dtype=np.int64)
-        name = "part_" + hashlib.sha256(rows.tobytes()).hexdigest()[:16]
-        data_path, meta_path = self.chunks / f"{name}.npz", self.chunks / f"{name}.json"
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, __rows__=rows, **{k.replace("/", "__"): v for k, v in arrays.items()})
-
-        atomic_write(data_path, write)
-        _write_json(meta_path, {"sha256": _sha(data_path), "n": int(len(rows))})
+        write_chunk(self.chunks, rows, arrays)
 
     def _todo(self, done: np.ndarray) -> np.ndarray:
         """Rows not computed yet, in order of structure size (little padding inside a batch)."""
@@ -221,21 +227,29 @@ class EmbeddingEntry:
             if progress is not None:
                 progress(n_done, total)
 
-    def _compute_on_cluster(self, todo, workers, scheduler, progress, batch_size, n_done, log) -> None:
+    def _compute_on_cluster(self, todo, workers, scheduler, progress, batch_size, n_done, log,
+                            workers_write: bool) -> None:
         """Missing chunks as Dask tasks (a worker loads the model once and keeps it), saved here as each one
-        completes, in any order; a task whose worker dies is retried on another. Ctrl-C cancels the rest."""
+        completes, in any order, or (workers_write) written by the workers themselves into the shared cache
+        directory; a task whose worker dies is retried on another. Ctrl-C, or a caller that stops (a Streamlit
+        page left), cancels the rest. Uses the active Dask client (`cluster.active_client`) unless `workers` or
+        `scheduler` ask for another."""
         from dask.distributed import as_completed
 
-        from cpd_core.representations.cluster import dask_client
+        from cpd_core.cluster import active_client, dask_client
 
         chunks = [todo[i:i + self.chunk_size] for i in range(0, len(todo), self.chunk_size)]
-        with dask_client(workers, scheduler, log) as client:
+        current = None if (workers > 1 or scheduler) else active_client()
+        with (contextlib.nullcontext(current) if current is not None else dask_client(workers, scheduler, log)) \
+                as client:
+            target = str(self.chunks) if workers_write else None
             futures = [client.submit(_extract_chunk, rows, self.info.id, self.structures.to_atoms_list(rows),
-                                     batch_size, pure=False, retries=2) for rows in chunks]
+                                     batch_size, target, pure=False, retries=2) for rows in chunks]
             try:
                 for future in as_completed(futures):
                     rows, arrays = future.result()
-                    self.save_chunk(rows, arrays)
+                    if arrays is not None:
+                        self.save_chunk(rows, arrays)
                     n_done += len(rows)
                     if progress is not None:
                         progress(n_done, len(self.structures))
@@ -245,12 +259,16 @@ class EmbeddingEntry:
 
     def compute(self, adapter_factory: Callable[[], ModelAdapter], progress: Progress | None = None,
                 batch_size: int | None = None, workers: int = 1, log: Callable[[str], None] | None = None,
-                scheduler: str | None = None) -> dict[str, np.ndarray]:
+                scheduler: str | None = None, workers_write: bool = False,
+                use_cluster: bool = True) -> dict[str, np.ndarray]:
         """Compute missing chunks (resuming earlier work), assemble, verify and return the arrays.
 
-        workers > 1 or a Dask `scheduler` address: missing chunks go to Dask workers that load the model by id
-        (`adapter_factory` is not used then). Ctrl-C raises ExtractionInterrupted once the finished chunks are
-        saved."""
+        workers > 1, a Dask `scheduler` address or an active Dask client (with `use_cluster`): missing chunks go
+        to Dask workers that load the model by id (`adapter_factory` is not used then); `workers_write` lets them
+        write the chunk files into the (shared) cache directory themselves. Ctrl-C raises ExtractionInterrupted
+        once the finished chunks are saved."""
+        from cpd_core.cluster import active_client
+
         self.chunks.mkdir(parents=True, exist_ok=True)
         _write_json(self.folder / "entry.json", {"model": self.info.to_dict(), "structures": self.structures.name,
                                                  "fingerprint": self.structures.fingerprint(),
@@ -264,8 +282,9 @@ class EmbeddingEntry:
             log(f"resuming: {n_done:,} of {total:,} structures were already computed and saved")
         todo = self._todo(done)
         try:
-            if (workers > 1 or scheduler) and len(todo) > self.chunk_size:
-                self._compute_on_cluster(todo, workers, scheduler, progress, batch_size, n_done, log)
+            distributed = workers > 1 or scheduler or (use_cluster and active_client() is not None)
+            if distributed and len(todo) > self.chunk_size:
+                self._compute_on_cluster(todo, workers, scheduler, progress, batch_size, n_done, log, workers_write)
             else:
                 self._compute_serial(todo, adapter_factory, progress, batch_size, n_done)
         except KeyboardInterrupt as exc:
@@ -275,7 +294,8 @@ class EmbeddingEntry:
         for rows, _ in parts:
             covered[rows] = True
         if not covered.all():  # a chunk vanished or broke meanwhile: go again
-            return self.compute(adapter_factory, progress, batch_size, workers, log, scheduler)
+            return self.compute(adapter_factory, progress, batch_size, workers, log, scheduler, workers_write,
+                                use_cluster)
         arrays = {}
         for key in parts[0][1]:
             first = parts[0][1][key]
@@ -304,22 +324,30 @@ def _worker_adapter(model_id: str) -> ModelAdapter:
     return load_model(model_id)
 
 
-def _extract_chunk(rows, model_id: str, atoms, batch_size):
-    """Worker task: (row indices of the chunk, invariants of its structures)."""
-    return rows, extract_invariants(_worker_adapter(model_id), atoms, batch_size=batch_size)
+def _extract_chunk(rows, model_id: str, atoms, batch_size, chunks_dir: str | None = None):
+    """Worker task: (row indices of the chunk, invariants of its structures), or, with `chunks_dir` (a cache
+    directory this worker shares with the client), the chunk written there and (rows, None) returned."""
+    arrays = extract_invariants(_worker_adapter(model_id), atoms, batch_size=batch_size)
+    if chunks_dir is None:
+        return rows, arrays
+    Path(chunks_dir).mkdir(parents=True, exist_ok=True)
+    write_chunk(Path(chunks_dir), rows, arrays)
+    return rows, None
 
 
 def cached_invariants(model_id: str, structures: StructureSet, progress: Progress | None = None,
                       batch_size: int | None = None, chunk_size: int = DEFAULT_CHUNK,
                       adapter: ModelAdapter | None = None, workers: int = 1,
-                      log: Callable[[str], None] | None = None, scheduler: str | None = None
-                      ) -> dict[str, np.ndarray]:
+                      log: Callable[[str], None] | None = None, scheduler: str | None = None,
+                      workers_write: bool = False) -> dict[str, np.ndarray]:
     """{feature_key: (n, d)} for a model on a structure set, from the cache or computed (and cached).
 
     The model is loaded only when something must be computed (pass `adapter` to reuse a loaded one).
     workers > 1 computes missing chunks on an embedded Dask cluster of that many processes, and `scheduler`
-    (tcp://host:8786) on an existing cluster (neither with a given `adapter`). `log` hears how many structures a
-    resumed run found already saved and where the Dask dashboard is.
+    (tcp://host:8786) on an existing cluster, and inside `cluster.dask_client(...)` (or with any active Dask client)
+    on that client (none of these with a given `adapter`); `workers_write`: the workers write the chunk files into
+    the cache directory, which they must share with this process. `log` hears how many structures a resumed run
+    found already saved and where the Dask dashboard is.
     """
     from cpd_core.models import describe_model, load_model
 
@@ -333,7 +361,8 @@ def cached_invariants(model_id: str, structures: StructureSet, progress: Progres
                 raise CPDInputError(problems)
             arrays = entry.compute(lambda: adapter or load_model(model_id), progress, batch_size,
                                    workers=1 if adapter is not None else workers, log=log,
-                                   scheduler=None if adapter is not None else scheduler)
+                                   scheduler=None if adapter is not None else scheduler,
+                                   workers_write=workers_write, use_cluster=adapter is None)
         elif progress is not None:
             progress(len(structures), len(structures))
     return arrays

@@ -400,3 +400,32 @@ def test_node_level_page():
     at.multiselect(key="atoms_targets").set_value(["mulliken"]).run()
     assert_clean(at)
     assert set(at.dataframe[0].value["target"]) == {"mulliken"}
+
+
+def test_new_representations_are_computed_on_the_dask_cluster(tmp_path, monkeypatch):
+    """A selection the cache does not hold is extracted by Dask workers (here an external cluster named by
+    CPD_DASK_SCHEDULER), not in the script thread; the page then draws as usual."""
+    from dask.distributed import Client, LocalCluster
+
+    from cpd_core.paths import cache_dir
+    from dashboard.loaders import forget_extraction_client
+
+    (tmp_path / "datasets").symlink_to(cache_dir() / "datasets")  # reuse the parsed QM9
+    monkeypatch.setenv("CPD_CACHE_DIR", str(tmp_path))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        monkeypatch.setenv("CPD_DASK_SCHEDULER", cluster.scheduler_address)
+        forget_extraction_client()
+        try:
+            at = run_app(n="150", models="ani2x-aev")
+            assert_clean(at)
+            assert len(at.dataframe[0].value) > 0
+
+            def models_loaded():
+                from cpd_core.representations import cache
+
+                return cache._worker_adapter.cache_info().currsize
+
+            assert sum(client.run(models_loaded).values()) == 1
+        finally:
+            forget_extraction_client()

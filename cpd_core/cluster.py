@@ -1,17 +1,36 @@
-"""Dask as the engine for extraction across processes or machines: an embedded LocalCluster (worker processes on
-this machine, one thread each) by default, or an existing cluster named by `--scheduler tcp://host:8786` or the
-`CPD_DASK_SCHEDULER` environment variable.
+"""Dask as the engine for extraction and the probe grid across processes or machines: an embedded LocalCluster
+(worker processes on this machine, one thread each) by default, or an existing cluster named by
+`--scheduler tcp://host:8786` or the `CPD_DASK_SCHEDULER` environment variable.
 
-Stage: representations (stage 3 of 5).
+Stage: shared by every stage (extraction in representations, the probe grid in engine).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Callable
 
 SCHEDULER_ENV = "CPD_DASK_SCHEDULER"
+
+
+def scheduler_address(scheduler: str | None) -> str | None:
+    """The scheduler given on the command line, else CPD_DASK_SCHEDULER, else None."""
+    return scheduler or os.environ.get(SCHEDULER_ENV) or None
+
+
+def active_client():
+    """The Dask client this process works with (one opened by `dask_client`, or the user's own), else None.
+    Extraction and the probe grid send their work to it."""
+    if "distributed" not in sys.modules:  # never imports dask for a process that does not use it
+        return None
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 @contextlib.contextmanager
