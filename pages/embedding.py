@@ -1,4 +1,7 @@
-"""Embedding map: PCA or UMAP of raw and residual representations, linked to a 3D structure view."""
+"""Embedding map: PCA or UMAP of raw and residual representations, linked to a 3D structure view.
+
+The 3D viewer (3Dmol.js in an iframe) costs about half a second of the browser's time each time the page is drawn,
+so it appears once a structure is chosen (a click on either map, or the picker), not on every visit."""
 
 import pandas as pd
 import plotly.express as px
@@ -45,6 +48,7 @@ with loaders.guard("The map"):
             lambda p, residual=residual: analysis.embedding_map(H, method, residual, C, seed=sel.seed))
 
 point_key = "emb_point"
+NONE = -1  # no structure chosen yet
 n = len(structures)
 
 
@@ -64,8 +68,8 @@ else:
 hover = {"formula": comp["formula"], "id": structures.table["id"]}
 if "smiles" in structures.table:
     hover["smiles"] = structures.table["smiles"]
-current = url_state.initial(point_key, 0)
-current = current if isinstance(current, int) and 0 <= current < n else 0
+current = url_state.initial(point_key, NONE)
+current = current if isinstance(current, int) and 0 <= current < n else NONE
 cols = st.columns(2)
 for col, residual in zip(cols, (False, True)):
     frame = maps[residual].assign(colour=values.to_numpy(), index=range(n), **{k: v.to_numpy() for k, v in hover.items()})
@@ -75,9 +79,10 @@ for col, residual in zip(cols, (False, True)):
                      color_continuous_scale="Viridis", labels={"colour": colour_label, "x": axis(0), "y": axis(1)},
                      title=("Residual (composition removed)" if residual else "Raw representation"))
     fig.update_traces(marker=dict(size=6, opacity=0.8))
-    fig.add_scatter(x=[frame["x"][current]], y=[frame["y"][current]], mode="markers", showlegend=False,
-                    customdata=[[current]], hoverinfo="skip", name="selected",
-                    marker=dict(size=17, symbol="circle-open", color="#d62728", line=dict(width=3)))
+    if current != NONE:
+        fig.add_scatter(x=[frame["x"][current]], y=[frame["y"][current]], mode="markers", showlegend=False,
+                        customdata=[[current]], hoverinfo="skip", name="selected",
+                        marker=dict(size=17, symbol="circle-open", color="#d62728", line=dict(width=3)))
     fig.update_layout(height=430, coloraxis_colorbar=dict(title=colour_label))
     chart_key = f"emb_chart_{'res' if residual else 'raw'}"
     with col:
@@ -104,11 +109,15 @@ st.download_button("Download for chemiscope (.json.gz)", on_click="ignore",
 st.subheader("Structure")
 labels = structures.table["smiles"] if "smiles" in structures.table else comp["formula"]
 if n <= 5000:
-    idx = url_state.widget("selectbox", "Selected structure (or click a point above)", point_key, 0, list(range(n)),
-                           format_func=lambda i: f"{i}: {comp['formula'][i]} · {labels[i]}")
+    idx = url_state.widget("selectbox", "Selected structure (or click a point above)", point_key, NONE,
+                           [NONE] + list(range(n)),
+                           format_func=lambda i: "none yet" if i == NONE else f"{i}: {comp['formula'][i]} · {labels[i]}")
 else:
-    idx = url_state.widget("number_input", "Selected structure index (or click a point above)", point_key, 0,
-                           min_value=0, max_value=n - 1)
+    idx = url_state.widget("number_input", "Selected structure index (or click a point above; -1: none)", point_key,
+                           NONE, min_value=NONE, max_value=n - 1)
+if idx == NONE:
+    st.caption("Click a point on either map, or pick a structure above, to see it in 3D with its properties.")
+    st.stop()
 left, right = st.columns([1.3, 1])
 with left:
     charts.structure_viewer(structures, idx)

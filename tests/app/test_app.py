@@ -204,13 +204,18 @@ def test_embedding_page_point_and_colour():
     assert_clean(at)
     assert len(plotly_charts(at)) == 2
     assert "Residual (composition removed)" in chart_json(at, 1)
-    assert len(at.get("iframe")) == 1 or "3Dmol" in str(at.main)  # the py3Dmol viewer
-    first = at.dataframe[-1].value
+    assert not at.get("iframe") and "3Dmol" not in str(at.main)  # no structure chosen: no 3D viewer yet
+    assert any("Click a point" in c.value for c in at.caption)
     at.selectbox(key="emb_point").set_value(5).run()
     assert_clean(at)
+    assert len(at.get("iframe")) == 1 or "3Dmol" in str(at.main)  # the py3Dmol viewer
+    first = at.dataframe[-1].value
+    assert first["value"].iloc[0] == "5"
+    assert at.query_params["emb_point"] == ["5"] or at.query_params["emb_point"] == "5"
+    at.selectbox(key="emb_point").set_value(7).run()
+    assert_clean(at)
     second = at.dataframe[-1].value
-    assert list(first["value"]) != list(second["value"])
-    assert second["value"].iloc[0] == "5"
+    assert list(first["value"]) != list(second["value"]) and second["value"].iloc[0] == "7"
     at.selectbox(key="emb_colour").set_value("count_O").run()
     assert_clean(at)
     assert "count_O" in chart_json(at)
