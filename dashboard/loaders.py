@@ -202,7 +202,13 @@ def compute_representations(model_id: str, structures, progress) -> None:
     progress update) cancels the chunks not yet computed; the saved ones stay for the next visit."""
     from cpd_core.representations.cache import cached_invariants
 
-    with extraction_client().as_current():
+    try:
+        client = extraction_client()
+    except Exception as exc:  # noqa: BLE001 - no cluster (e.g. processes cannot be spawned): compute here
+        log.warning("No Dask cluster for extraction (%s: %s); computing in the app's process.", type(exc).__name__, exc)
+        cached_invariants(model_id, structures, progress=progress)
+        return
+    with client.as_current():
         cached_invariants(model_id, structures, progress=progress)
 
 
