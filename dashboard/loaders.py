@@ -208,6 +208,7 @@ def compute_representations(model_id: str, structures, progress) -> None:
         log.warning("No Dask cluster for extraction (%s: %s); computing in the app's process.", type(exc).__name__, exc)
         cached_invariants(model_id, structures, progress=progress)
         return
+    st.caption(f"On Dask workers; the cluster's dashboard: {client.dashboard_link}")
     with client.as_current():
         cached_invariants(model_id, structures, progress=progress)
 
