@@ -202,8 +202,9 @@ def test_sample_efficiency_page():
 def test_embedding_page_point_and_colour():
     at = run_app("embedding")
     assert_clean(at)
-    assert len(plotly_charts(at)) == 2
-    assert "Residual (composition removed)" in chart_json(at, 1)
+    assert len(plotly_charts(at)) == 1  # both maps in one two-panel figure
+    spec = chart_json(at)
+    assert "Raw representation" in spec and "Residual (composition removed)" in spec and "scattergl" in spec
     assert not at.get("iframe") and "3Dmol" not in str(at.main)  # no structure chosen: no 3D viewer yet
     assert any("Click a point" in c.value for c in at.caption)
     at.selectbox(key="emb_point").set_value(5).run()
@@ -225,7 +226,7 @@ def test_embedding_umap_residual_map():
     at = run_app("embedding", emb_method="umap")
     assert_clean(at)
     assert at.radio(key="emb_method").value == "umap"
-    assert len(plotly_charts(at)) == 2 and "UMAP 1" in chart_json(at, 1)
+    assert len(plotly_charts(at)) == 1 and "UMAP 1" in chart_json(at) and "Residual" in chart_json(at)
 
 
 def test_data_and_models_page():
