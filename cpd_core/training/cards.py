@@ -173,7 +173,8 @@ def zoo_readme(root) -> str:
     if legacy:
         lines += ["", "Trained before the revised protocol (random split of 2,000-5,000 molecules, 2-3 epochs, no "
                   "literature comparison on the card): " + ", ".join(f"`{i}`" for i in legacy) + ". They stay until "
-                  "`scripts/train_zoo.sh` has retrained them on the standard split."]
+                  "`scripts/train_zoo.sh` has retrained them on the standard split; their commands below predate "
+                  "`--split`, so add `--split random` to reproduce them."]
     pending = [c["id"] for c in cards if "accuracy" in c and not c["accuracy"]["meets_goal"]]
     if pending:
         lines += ["", "Short of the goal (each card's \"Accuracy against the literature\" says by how much): "
@@ -181,7 +182,8 @@ def zoo_readme(root) -> str:
                   "`scripts/train_zoo.sh` (CPU, in the background) or `DEVICE=cuda bash scripts/train_zoo.sh` (the "
                   "GPU machine) continues them; a run on all 110,000 training molecules is a new run (another "
                   "--n-train), so it starts afresh in its own folder."]
-    lines += ["", "## Commands", ""]
+    lines += ["", "Wall times are not benchmarks: these runs shared a 2-core CPU with other jobs (each card's machine "
+              "block gives torch threads, nice and the load average).", "", "## Commands", ""]
     for c in cards:
         lines += [f"- `{c['id']}`: `OMP_NUM_THREADS=2 {c['command']}`"]
     lines += ["", "Rerunning a command resumes from its `train_state.pt` (if present) after the last saved epoch.",

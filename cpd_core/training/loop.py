@@ -79,14 +79,15 @@ def train(arch: str, target: str, n_train: int, epochs: int, seed: int, out, n_v
         log(f"resuming after epoch {epoch} (best val MAE {best_val:.4f} at epoch {best_epoch})")
 
     start = session_start = time.time()  # max_minutes bounds this invocation; a rerun continues the run
+    first_epoch = epoch
     stopped = "epochs"
     while epoch < epochs:
         if epoch - best_epoch >= patience and best_state is not None:
             stopped = f"early stopping (no validation improvement for {patience} epochs)"
             break
-        last = history[-1]["seconds"] if history else 0.0  # stop before an epoch that would overrun the limit
-        if max_minutes is not None and best_state is not None and \
-                time.time() - session_start + last > 60 * max_minutes:
+        last = history[-1]["seconds"] if history else 0.0  # stop before an epoch that would overrun the limit,
+        if max_minutes is not None and epoch > first_epoch and \
+                time.time() - session_start + last > 60 * max_minutes:  # after at least one epoch per invocation
             stopped = f"time limit ({max_minutes} min)"
             break
         t0 = time.time()
