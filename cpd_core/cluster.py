@@ -34,6 +34,19 @@ def active_client():
 
 
 @contextlib.contextmanager
+def finished(client, futures):
+    """The futures as they finish (dask's as_completed); if the caller stops while iterating (Ctrl-C, an error,
+    Streamlit stopping a script), the futures not yet done are cancelled on the cluster."""
+    from dask.distributed import as_completed
+
+    try:
+        yield as_completed(futures)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+
+
+@contextlib.contextmanager
 def dask_client(workers: int = 2, scheduler: str | None = None, log: Callable[[str], None] | None = None):
     """A dask.distributed Client: connected to `scheduler` (or CPD_DASK_SCHEDULER) when given, else to a new
     LocalCluster of `workers` processes that is closed afterwards. The dashboard link is logged."""

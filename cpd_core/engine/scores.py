@@ -343,20 +343,17 @@ def _grid_rows(label, H, C, Y, target_names, comp: dict, settings: dict) -> list
 def _grid_on_cluster(client, feature_sets: dict, C, Y, target_names, comp, settings, progress) -> list[dict]:
     """The grid's feature sets as Dask tasks on `client` (C and Y sent to every worker once); rows in input
     order whatever order the tasks finish in. A caller that stops (Ctrl-C, a page left) cancels the rest."""
-    from dask.distributed import as_completed
+    from cpd_core.cluster import finished
 
     C_f, Y_f = client.scatter([np.asarray(C), np.asarray(Y)], broadcast=True)
     futures = {client.submit(_grid_rows, label, H, C_f, Y_f, target_names, comp, settings, pure=False,
                              retries=2): i for i, (label, H) in enumerate(feature_sets.items())}
     by_index: dict[int, list] = {}
-    try:
-        for future in as_completed(futures):
+    with finished(client, futures) as done:
+        for future in done:
             by_index[futures[future]] = future.result()
             if progress is not None:
                 progress(len(by_index), len(feature_sets))
-    except BaseException:
-        client.cancel(list(futures))
-        raise
     return [row for i in range(len(feature_sets)) for row in by_index[i]]
 
 

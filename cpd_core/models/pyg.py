@@ -144,6 +144,11 @@ def build_visnet(hparams: dict):
     return model.eval()
 
 
+def _atomref_placeholder(hp: dict) -> dict:
+    """atomref True (a placeholder filled by the checkpoint's state dict) -> a zero table."""
+    return dict(hp, atomref=[0.0] * 100) if hp.get("atomref") is True else hp
+
+
 def build_schnet(hparams: dict):
     """A `torch_geometric.nn.models.SchNet` whose interaction graph is built here, in eval mode.
 
@@ -151,21 +156,14 @@ def build_schnet(hparams: dict):
     import torch
     from torch_geometric.nn.models import SchNet
 
-    hp = _hparams("schnet", hparams)
+    hp = _atomref_placeholder(_hparams("schnet", hparams))
     _, RadiusInteractionGraph = _graph_modules()
     kwargs = dict(hp)
     atomref = kwargs.pop("atomref")
-    if atomref is True:
-        atomref = torch.zeros(100, 1)
-    elif atomref is not None:
+    if atomref is not None:
         atomref = torch.as_tensor(atomref, dtype=torch.float32).view(-1, 1)
     model = SchNet(**kwargs, atomref=atomref, interaction_graph=RadiusInteractionGraph(hp["cutoff"]))
     return model.eval()
-
-
-def _atomref_placeholder(hp: dict) -> dict:
-    """atomref True (a placeholder filled by the checkpoint's state dict) -> a zero table."""
-    return dict(hp, atomref=[0.0] * 100) if hp.get("atomref") is True else hp
 
 
 def build_painn(hparams: dict):
@@ -284,12 +282,13 @@ class PygAdapter(ModelAdapter):
         return z, pos, batch
 
     def _states(self, z, pos, batch) -> dict:
-        """layer name -> the model's own state tensors after that layer (internal layout)."""
-        raise NotImplementedError
+        """layer name -> the model's own state tensors after that layer (internal layout); by default the
+        model's own `states` (PaiNN, DimeNet++ written here), mirrored from PyG's forward where it has none."""
+        return self.model.states(z, pos, batch)
 
     def _flatten(self, state):
-        """One layer's internal state -> (atoms, Irreps.dim) tensor in e3nn layout."""
-        raise NotImplementedError
+        """One layer's internal state -> (atoms, Irreps.dim) tensor in e3nn layout (as it is, by default)."""
+        return state
 
     def forward_batch(self, atoms_list: list[ase.Atoms]) -> dict[str, np.ndarray]:
         import torch
@@ -386,9 +385,6 @@ class SchNetAdapter(PygAdapter):
             states[f"interaction_{k + 1}"] = h
         return states
 
-    def _flatten(self, state):
-        return state
-
     def readout(self, last: np.ndarray, atoms_list: list[ase.Atoms]) -> np.ndarray:
         """The model's output head (the tail of `SchNet.forward`) applied to the last interaction state."""
         import torch
@@ -418,9 +414,6 @@ class PaiNNAdapter(PygAdapter):
     arch = "painn"
     batch_sizes = (32, 256)
 
-    def _states(self, z, pos, batch) -> dict:
-        return self.model.states(z, pos, batch)
-
     def _flatten(self, state):
         from cpd_core.models.painn import painn_to_e3nn
 
@@ -430,12 +423,6 @@ class PaiNNAdapter(PygAdapter):
 class DimeNetPPAdapter(PygAdapter):
     arch = "dimenetpp"
     batch_sizes = (16, 128)  # per-triplet tensors grow with molecules x edges x neighbours
-
-    def _states(self, z, pos, batch) -> dict:
-        return self.model.states(z, pos, batch)
-
-    def _flatten(self, state):
-        return state
 
 
 ADAPTERS = {"visnet": ViSNetAdapter, "schnet": SchNetAdapter, "painn": PaiNNAdapter, "dimenetpp": DimeNetPPAdapter}

@@ -227,35 +227,29 @@ class EmbeddingEntry:
             if progress is not None:
                 progress(n_done, total)
 
-    def _compute_on_cluster(self, todo, workers, scheduler, progress, batch_size, n_done, log,
+    def _compute_on_cluster(self, todo, current, workers, scheduler, progress, batch_size, n_done, log,
                             workers_write: bool) -> None:
         """Missing chunks as Dask tasks (a worker loads the model once and keeps it), saved here as each one
         completes, in any order, or (workers_write) written by the workers themselves into the shared cache
         directory; a task whose worker dies is retried on another. Ctrl-C, or a caller that stops (a Streamlit
-        page left), cancels the rest. Uses the active Dask client (`cluster.active_client`) unless `workers` or
-        `scheduler` ask for another."""
-        from dask.distributed import as_completed
-
-        from cpd_core.cluster import active_client, dask_client
+        page left), cancels the rest. Runs on `current` (the active Dask client) if given, else on a client for
+        `workers` / `scheduler`."""
+        from cpd_core.cluster import dask_client, finished
 
         chunks = [todo[i:i + self.chunk_size] for i in range(0, len(todo), self.chunk_size)]
-        current = None if (workers > 1 or scheduler) else active_client()
         with (contextlib.nullcontext(current) if current is not None else dask_client(workers, scheduler, log)) \
                 as client:
             target = str(self.chunks) if workers_write else None
             futures = [client.submit(_extract_chunk, rows, self.info.id, self.structures.to_atoms_list(rows),
                                      batch_size, target, pure=False, retries=2) for rows in chunks]
-            try:
-                for future in as_completed(futures):
+            with finished(client, futures) as done:
+                for future in done:
                     rows, arrays = future.result()
                     if arrays is not None:
                         self.save_chunk(rows, arrays)
                     n_done += len(rows)
                     if progress is not None:
                         progress(n_done, len(self.structures))
-            except BaseException:
-                client.cancel(futures)
-                raise
 
     def compute(self, adapter_factory: Callable[[], ModelAdapter], progress: Progress | None = None,
                 batch_size: int | None = None, workers: int = 1, log: Callable[[str], None] | None = None,
@@ -282,9 +276,11 @@ class EmbeddingEntry:
             log(f"resuming: {n_done:,} of {total:,} structures were already computed and saved")
         todo = self._todo(done)
         try:
-            distributed = workers > 1 or scheduler or (use_cluster and active_client() is not None)
-            if distributed and len(todo) > self.chunk_size:
-                self._compute_on_cluster(todo, workers, scheduler, progress, batch_size, n_done, log, workers_write)
+            asked = workers > 1 or bool(scheduler)  # explicit arguments win over the active client
+            current = None if asked or not use_cluster else active_client()
+            if (asked or current is not None) and len(todo) > self.chunk_size:
+                self._compute_on_cluster(todo, current, workers, scheduler, progress, batch_size, n_done, log,
+                                         workers_write)
             else:
                 self._compute_serial(todo, adapter_factory, progress, batch_size, n_done)
         except KeyboardInterrupt as exc:
