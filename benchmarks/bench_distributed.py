@@ -15,12 +15,19 @@ overhead as a share of the chunk's compute time. Finally per-structure crystal t
 Project crystals) turns these into a wall-time estimate for MPtrj (1,580,395 structures) on 32 workers.
 Prints tables; asserts nothing. Timings on a shared machine are noisy: compare the ratios of one run.
 
+The full set takes hours (about 2 h serial and 1.5 h on 2 workers for the eleven models on a 2-core machine), so
+`--results FILE` keeps each model's row (serial and Dask measured back to back in one run) in a JSON-lines file as
+soon as it is measured; a rerun with the same file and --n skips the models it holds and prints their rows, so the
+benchmark can be stopped and finished later, one model at a time. Each row records its date and load average.
+
 Usage: .venv/bin/python benchmarks/bench_distributed.py [--n 2000] [--models ani2x-aev,mace-spice] [--workers 2]
+       [--results benchmarks/results/distributed-qm9-full.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import sys
@@ -89,6 +96,27 @@ def overhead_per_chunk(client, structures, chunk_size, bytes_per_structure, repe
     return 1000 * sequential, 1000 * queued, len(pickle.dumps(atoms)), out
 
 
+def measured_rows(path: Path | None, n: int, workers: int, chunk_size: int) -> dict[str, dict]:
+    """Rows already measured with the same dataset size, workers and chunk size, by model id."""
+    if path is None or not path.is_file():
+        return {}
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if (row["n"], row["workers"], row["chunk_size"]) == (n, workers, chunk_size):
+                rows[row["model"]] = row
+    return rows
+
+
+def keep_row(path: Path | None, row: dict) -> None:
+    """Append one measured row (one line, flushed) so an interrupted benchmark keeps it."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=None, help="QM9 molecules (default: all 130,831)")
@@ -97,6 +125,10 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--chunk-sizes", default="8,32,64,256")
     parser.add_argument("--mp-n", type=int, default=200, help="MP crystals for the per-structure crystal time")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON-lines file keeping each model's row; a rerun skips the models it holds")
+    parser.add_argument("--skip-overhead", action="store_true",
+                        help="only the per-model table (e.g. when finishing a long run in pieces)")
     args = parser.parse_args()
 
     from cpd_core.data.qm9 import load_qm9
@@ -110,6 +142,9 @@ def main() -> None:
         describe_model(m).input != "crystals"]
     print(f"QM9: {len(qm9):,} molecules; {args.workers} Dask workers x 1 thread vs 1 process x 1 thread; "
           f"chunks of {args.chunk_size}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}\n")
+    done = measured_rows(args.results, len(qm9), args.workers, args.chunk_size)
+    if done:
+        print(f"{len(done)} model(s) already measured in {args.results} (marked *, not rerun)\n")
     started = time.perf_counter()
     cluster = dask_client(args.workers)
     client = cluster.__enter__()
@@ -119,17 +154,27 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     totals, per_structure_bytes, per_structure_s = [0.0, 0.0], {}, {}
     for model_id in models:
-        structures, _ = supported_subset(qm9, [model_id])
-        serial, arrays = _serial(model_id, structures, args.chunk_size)
-        distributed = _on_dask(model_id, structures, args.chunk_size)
-        totals[0] += serial
-        totals[1] += distributed
-        per_structure_bytes[model_id] = sum(a.nbytes for a in arrays.values()) / len(structures)
-        per_structure_s[model_id] = serial / len(structures)
-        print(f"| {model_id} | {len(structures):,} | {serial:.1f} | {distributed:.1f} | {serial / distributed:.2f} | "
-              f"{1000 * serial / len(structures):.2f} |", flush=True)
+        row = done.get(model_id)
+        if row is None:
+            structures, _ = supported_subset(qm9, [model_id])
+            serial, arrays = _serial(model_id, structures, args.chunk_size)
+            distributed = _on_dask(model_id, structures, args.chunk_size)
+            row = dict(model=model_id, n=len(qm9), workers=args.workers, chunk_size=args.chunk_size,
+                       structures=len(structures), serial_s=serial, dask_s=distributed,
+                       bytes_per_structure=sum(a.nbytes for a in arrays.values()) / len(structures),
+                       date=time.strftime("%Y-%m-%d %H:%M"), load_average=round(os.getloadavg()[0], 2))
+            keep_row(args.results, row)
+        totals[0] += row["serial_s"]
+        totals[1] += row["dask_s"]
+        per_structure_bytes[model_id] = row["bytes_per_structure"]
+        per_structure_s[model_id] = row["serial_s"] / row["structures"]
+        mark = "*" if model_id in done else ""
+        print(f"| {model_id}{mark} | {row['structures']:,} | {row['serial_s']:.1f} | {row['dask_s']:.1f} | "
+              f"{row['serial_s'] / row['dask_s']:.2f} | {1000 * per_structure_s[model_id]:.2f} |", flush=True)
     print(f"| **total** | | {totals[0]:.1f} | {totals[1]:.1f} | {totals[0] / totals[1]:.2f} | |\n")
     cluster.__exit__(None, None, None)
+    if args.skip_overhead:
+        return
 
     heaviest = max(per_structure_bytes, key=per_structure_bytes.get)
     sizes = [int(s) for s in args.chunk_sizes.split(",")]
