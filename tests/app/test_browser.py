@@ -2,7 +2,8 @@
 through Playwright. Every page must draw a chart without an exception box; a sidebar change must redraw the chart,
 reach the URL and survive a page switch; clicking a point on the embedding map must select that structure. Deep
 links (a page's own URL, also as a fresh server's first request) open their page without "Page not found", and the
-navigation never lists the shared code as a page.
+navigation never lists the shared code as a page. A page left while it extracts a new model on the Dask cluster
+cancels the chunks not yet computed.
 
 Needs /usr/bin/chromium (`apt-get install -y chromium`); the test FAILS without it. Screenshots go to
 test-artifacts/screenshots/; with CPD_UPDATE_SCREENSHOTS=1 the README's ones in docs/screenshots/ are refreshed.
@@ -225,3 +226,45 @@ def test_sidebar_never_lists_common(fresh_server, page):
     seen = [first, nav.inner_text(), *page.evaluate("window.__cpd.nav")]
     assert "Layers" in seen[1] and "Disentanglement" in seen[1]
     assert not [text for text in seen if "common" in text.lower()], seen
+
+
+def _pending_tasks(dask_scheduler) -> int:
+    """Tasks the scheduler still means to run (runs on the scheduler through client.run_on_scheduler)."""
+    return sum(ts.state in ("released", "waiting", "queued", "processing", "no-worker")
+               for ts in dask_scheduler.tasks.values())
+
+
+def test_leaving_a_computing_page_cancels_its_futures(page, tmp_path, monkeypatch):
+    """A page extracting a new model on the Dask cluster is left through the sidebar while it computes: Streamlit
+    stops its script at the next progress update, the chunks not yet computed are cancelled on the cluster (it
+    falls idle long before the extraction could have finished), and the chunks already computed stay cached."""
+    from dask.distributed import Client, LocalCluster
+
+    from cpd_core.paths import cache_dir
+
+    (tmp_path / "datasets").symlink_to(cache_dir() / "datasets")  # reuse the parsed QM9; no representation cached
+    monkeypatch.setenv("CPD_CACHE_DIR", str(tmp_path))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        monkeypatch.setenv("CPD_DASK_SCHEDULER", cluster.scheduler_address)
+        with streamlit_server("streamlit-cancel-server.log") as url:
+            # SevenNet-l3i5 takes about 20 ms per molecule: 5,000 molecules are minutes of work for one worker
+            page.goto(f"{url}/layers?n=5000&models=sevennet-l3i5")
+            page.wait_for_function(r"/[1-9][0-9,]* \/ [0-9,]+ structures/.test(document.body.innerText)",
+                                   timeout=WAIT_MS)
+            assert client.run_on_scheduler(_pending_tasks) > 0
+            chunks = lambda: len(list(tmp_path.glob("embeddings/**/part_*.npz")))  # noqa: E731
+            assert chunks() >= 1
+            left_at = time.time()
+            page.get_by_test_id("stSidebarNav").get_by_text("Data and models").click()
+            # cancelled, the cluster is idle within seconds (2 s here); left to itself it would compute for minutes
+            while client.run_on_scheduler(_pending_tasks) and time.time() - left_at < 20:
+                time.sleep(0.5)
+            assert client.run_on_scheduler(_pending_tasks) == 0, "the cluster kept computing the left page's chunks"
+            time.sleep(3)  # a chunk that was running when the page was left may still be saved: then nothing more
+            saved = chunks()
+            time.sleep(5)
+            assert chunks() == saved < 5000 // 64, "chunks were still computed after the page was left"
+            wait_idle(page)
+            assert page.get_by_test_id("stHeading").first.inner_text().startswith("Data and models")
+            assert page.locator('[data-testid="stException"]').count() == 0
