@@ -15,7 +15,7 @@ overhead as a share of the chunk's compute time. Finally per-structure crystal t
 Project crystals) turns these into a wall-time estimate for MPtrj (1,580,395 structures) on 32 workers.
 Prints tables; asserts nothing. Timings on a shared machine are noisy: compare the ratios of one run.
 
-The full set takes hours (about 2 h serial and 1.5 h on 2 workers for the eleven models on a 2-core machine), so
+The full set takes hours (87 min serial and 58 min on 2 workers for the eleven models on a 2-core machine), so
 `--results FILE` keeps each model's row (serial and Dask measured back to back in one run) in a JSON-lines file as
 soon as it is measured; a rerun with the same file and --n skips the models it holds and prints their rows, so the
 benchmark can be stopped and finished later, one model at a time. Each row records its date and load average.
