@@ -74,26 +74,30 @@ def _on_dask(model_id, structures, chunk_size):
     return time.perf_counter() - start
 
 
-def _echo(rows, atoms, out_bytes):
-    """A task with a chunk's inputs and an output of a chunk's size, computing nothing."""
+def _echo(rows, packed_atoms, out_bytes):
+    """A task with a chunk's inputs (packed as the extraction task gets them) and an output of a chunk's size,
+    computing nothing."""
+    pickle.loads(packed_atoms)
     return rows, np.zeros(out_bytes // 4, dtype=np.float32)
 
 
 def overhead_per_chunk(client, structures, chunk_size, bytes_per_structure, repeats=20):
     """(ms per chunk with one task at a time, ms per chunk with a full queue) of the scheduler and transfers."""
     rows = np.arange(min(chunk_size, len(structures)))
+    from cpd_core.representations.cache import pack_atoms
+
     atoms = structures.to_atoms_list(rows)
     out = int(bytes_per_structure * len(rows))
-    client.submit(_echo, rows, atoms, out, pure=False).result()  # warm
+    client.submit(_echo, rows, pack_atoms(atoms), out, pure=False).result()  # warm
     start = time.perf_counter()
     for _ in range(repeats):
-        client.submit(_echo, rows, atoms, out, pure=False).result()
+        client.submit(_echo, rows, pack_atoms(atoms), out, pure=False).result()
     sequential = (time.perf_counter() - start) / repeats
     start = time.perf_counter()
-    futures = [client.submit(_echo, rows, atoms, out, pure=False) for _ in range(repeats * 4)]
+    futures = [client.submit(_echo, rows, pack_atoms(atoms), out, pure=False) for _ in range(repeats * 4)]
     client.gather(futures)
     queued = (time.perf_counter() - start) / len(futures)
-    return 1000 * sequential, 1000 * queued, len(pickle.dumps(atoms)), out
+    return 1000 * sequential, 1000 * queued, len(pack_atoms(atoms)), out
 
 
 def measured_rows(path: Path | None, n: int, workers: int, chunk_size: int) -> dict[str, dict]:

@@ -3,11 +3,14 @@ themselves), cancellation and resume, and the probe grid through Dask equal to t
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
 from cpd_core.data.qm9 import load_qm9
-from cpd_core.representations.cache import EmbeddingEntry, ExtractionInterrupted, cached_invariants, clear_cache
+from cpd_core.representations.cache import (EmbeddingEntry, ExtractionInterrupted, cached_invariants, clear_cache,
+                                            pack_atoms)
 from cpd_core.cluster import active_client, dask_client
 from cpd_core.models import describe_model
 
@@ -38,6 +41,19 @@ def test_no_client_outside_the_context():
                           "active_client; print(active_client(), 'distributed' in sys.modules)"],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["None", "False"]  # asking never imports dask
+
+
+def test_a_chunk_travels_as_one_frame_and_unpacks_to_the_same_structures(molecules):
+    """Tasks carry a chunk's structures as one bytes frame (a list of Atoms costs Dask a frame per array)."""
+    atoms = molecules.to_atoms_list(np.arange(8))
+    packed = pack_atoms(atoms)
+    assert isinstance(packed, bytes)
+    back = pickle.loads(packed)
+    assert len(back) == len(atoms)
+    for sent, received in zip(atoms, back):
+        np.testing.assert_array_equal(received.numbers, sent.numbers)
+        np.testing.assert_array_equal(received.positions, sent.positions)
+        assert received.info["id"] == sent.info["id"]
 
 
 @pytest.mark.parametrize("workers_write", [False, True])
