@@ -82,10 +82,11 @@ def _echo(rows, packed_atoms, out_bytes):
 
 
 def overhead_per_chunk(client, structures, chunk_size, bytes_per_structure, repeats=20):
-    """(ms per chunk with one task at a time, ms per chunk with a full queue) of the scheduler and transfers."""
-    rows = np.arange(min(chunk_size, len(structures)))
+    """(ms per chunk with one task at a time, ms per chunk with a full queue) of the scheduler and transfers.
+    Each task packs its chunk on submission, as the extraction path does, so the packing is timed too."""
     from cpd_core.representations.cache import pack_atoms
 
+    rows = np.arange(min(chunk_size, len(structures)))
     atoms = structures.to_atoms_list(rows)
     out = int(bytes_per_structure * len(rows))
     client.submit(_echo, rows, pack_atoms(atoms), out, pure=False).result()  # warm
